@@ -1,0 +1,69 @@
+"""Typed errors of zarrdask.
+
+Every error is also a builtin exception (``ValueError``, ``FileNotFoundError``,
+...), so code that catches the builtin keeps working, and every message names
+the source, the argument and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ZarrdaskError",
+    "SourceNotFoundError",
+    "UnsupportedFormatError",
+    "AxesError",
+    "DataGroupError",
+    "RoiError",
+    "RemoteAccessError",
+    "CorruptChunkError",
+    "GridParameterError",
+    "MaskError",
+    "TableError",
+]
+
+
+class ZarrdaskError(Exception):
+    """Base class of every error raised by zarrdask."""
+
+
+class SourceNotFoundError(ZarrdaskError, FileNotFoundError):
+    """The image source does not exist (missing path, key or bucket)."""
+
+
+class UnsupportedFormatError(ZarrdaskError, ValueError):
+    """The source exists but no reader understands its format."""
+
+
+class AxesError(ZarrdaskError, ValueError):
+    """An axes string does not fit the array (wrong length, repeated letter)."""
+
+
+class DataGroupError(ZarrdaskError, KeyError):
+    """A ``data_group`` or ``level`` that the source does not contain."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class RoiError(ZarrdaskError, ValueError):
+    """A region of interest that is malformed or outside the image."""
+
+
+class RemoteAccessError(ZarrdaskError, ConnectionError):
+    """A remote store (S3, HTTP) could not be reached or refused access."""
+
+
+class CorruptChunkError(ZarrdaskError, OSError):
+    """A stored chunk could not be decoded."""
+
+
+class GridParameterError(ZarrdaskError, ValueError):
+    """Patch-grid parameters that cannot produce a valid grid."""
+
+
+class MaskError(ZarrdaskError, ValueError):
+    """A mask that cannot be aligned with, or does not fit, its image."""
+
+
+class TableError(ZarrdaskError, ValueError):
+    """A coordinate table that is missing, incomplete or inconsistent."""

@@ -1,0 +1,16 @@
+"""Readers: any image source as a lazy, labelled ``xarray.DataArray``."""
+
+from .api import discover, open_image, open_pyramid
+from .location import connect_s3
+from .recipe import ArrayRecipe, LazyArray
+from .zarr_reader import isconsolidated
+
+__all__ = [
+    "open_image",
+    "open_pyramid",
+    "discover",
+    "ArrayRecipe",
+    "LazyArray",
+    "connect_s3",
+    "isconsolidated",
+]

@@ -1,0 +1,330 @@
+"""``open_image`` and ``open_pyramid``: any source as a labelled dask array."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+from ..axes import SPATIAL_DIMS, dims_from_axes
+from ..errors import AxesError, DataGroupError, SourceNotFoundError, UnsupportedFormatError
+from ..roi import roi_to_selection
+from .levels import Level, SourceLevels
+from .location import get_filesystem, protocol_of, remote_error
+from .pil_reader import discover_pil, pil_extensions
+from .recipe import ArrayRecipe, LazyArray
+from .tiff_reader import TIFF_EXTENSIONS, discover_tiff, is_tiff_magic
+from .zarr_reader import discover_zarr, looks_like_zarr
+
+__all__ = ["open_image", "open_pyramid", "discover"]
+
+Source = Any  # str | os.PathLike | numpy/dask/zarr/xarray object
+
+
+def _memory_levels(obj: Any) -> SourceLevels:
+    shape = tuple(int(s) for s in obj.shape)
+    chunks = None
+    if isinstance(obj, da.Array):
+        chunks = tuple(int(c[0]) for c in obj.chunks)
+    level = Level(name="", recipe=ArrayRecipe("memory", None, None, {}, obj), shape=shape,
+                  dtype=np.dtype(obj.dtype), chunks=chunks)
+    return SourceLevels("memory", f"<in-memory {type(obj).__name__}>", [level])
+
+
+def _head(location: str, storage_options: Mapping[str, Any] | None) -> bytes:
+    try:
+        if protocol_of(location) == "file":
+            with open(location, "rb") as fh:
+                return fh.read(8)
+        fs, path = get_filesystem(location, storage_options)
+        with fs.open(path, "rb") as fh:
+            return fh.read(8)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        if protocol_of(location) != "file":
+            raise remote_error(location, storage_options, exc) from exc
+        raise
+
+
+def discover(source: Source, *, data_group: str | int | None = None,
+             storage_options: Mapping[str, Any] | None = None) -> SourceLevels:
+    """Find the reader and the resolution levels of ``source``.
+
+    Parameters
+    ----------
+    source : path, URL, numpy/dask/zarr array, zarr group or store
+        The image.
+    data_group : str or int, optional
+        Which image inside the source (zarr path, TIFF ``"series/level"``).
+    storage_options : mapping, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    SourceLevels
+    """
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, zarr.Array | zarr.Group) or _is_zarr_store(source):
+        return discover_zarr(source, data_group=data_group, storage_options=storage_options)
+    if isinstance(source, np.ndarray | da.Array):
+        return _memory_levels(source)
+    if not isinstance(source, str):
+        if hasattr(source, "shape") and hasattr(source, "dtype") and hasattr(source, "__getitem__"):
+            return _memory_levels(source)
+        raise UnsupportedFormatError(
+            f"cannot open a {type(source).__name__} as an image; pass a path/URL, a numpy, "
+            "dask or zarr array, a zarr group, or an xarray.DataArray"
+        )
+    location = source
+    lower = location.lower().rstrip("/")
+    remote = protocol_of(location) != "file"
+    if not remote and not os.path.exists(location):
+        raise SourceNotFoundError(
+            f"{location} does not exist (working directory {os.getcwd()}); check the path"
+        )
+    if lower.endswith(".zarr") or looks_like_zarr(location, storage_options):
+        return discover_zarr(location, data_group=data_group, storage_options=storage_options)
+    if not remote and os.path.isdir(location):
+        raise UnsupportedFormatError(
+            f"{location} is a folder without zarr metadata (no zarr.json, .zgroup or .zarray); "
+            "point to a zarr store or an image file"
+        )
+    ext = os.path.splitext(lower)[1]
+    if lower.endswith(TIFF_EXTENSIONS):
+        return discover_tiff(location, data_group=data_group, storage_options=storage_options)
+    try:
+        head = _head(location, storage_options)
+    except FileNotFoundError as exc:
+        raise remote_error(location, storage_options, exc) from exc
+    if is_tiff_magic(head):
+        return discover_tiff(location, data_group=data_group, storage_options=storage_options)
+    if ext and ext not in pil_extensions():
+        raise UnsupportedFormatError(
+            f"{location}: the extension {ext!r} is not zarr, TIFF or a format Pillow reads; "
+            "convert the image (e.g. to OME-Zarr or TIFF)"
+        )
+    return discover_pil(location, data_group=data_group, storage_options=storage_options)
+
+
+def _is_zarr_store(obj: Any) -> bool:
+    return isinstance(obj, zarr.abc.store.Store)
+
+
+def _resolve_dims(level: Level, axes: str | Sequence[str] | None, display: str) -> tuple[str, ...]:
+    ndim = len(level.shape)
+    if axes is not None:
+        return dims_from_axes(axes, ndim, source=display)
+    if level.dims is not None:
+        return dims_from_axes(level.dims, ndim, source=display)
+    if ndim == 2:
+        return ("y", "x")
+    raise AxesError(
+        f"{display} has {ndim} dims and no axis names in its metadata; pass axes=..., "
+        f"e.g. axes={'YXC' if ndim == 3 else 'TCZYX'[-ndim:]!r}"
+    )
+
+
+def _coords(level: Level, dims: tuple[str, ...]) -> dict[str, Any]:
+    coords = {}
+    for i, d in enumerate(dims):
+        if d in SPATIAL_DIMS:
+            scale = level.scale.get(d, 1.0)
+            origin = level.translation.get(d, 0.0)
+            values = origin + np.arange(level.shape[i], dtype=float) * scale
+            coords[d] = xr.Variable(
+                d, values, attrs={"units": level.units.get(d, "pixel"), "scale": scale}
+            )
+    return coords
+
+
+def _as_dask(level: Level, name: str, chunks: Any) -> da.Array:
+    obj = level.recipe.obj
+    if isinstance(obj, da.Array):
+        return obj if chunks is None else obj.rechunk(chunks)
+    if isinstance(obj, np.ndarray):
+        return da.from_array(obj, chunks=chunks or "auto", name=name)
+    lazy = LazyArray(level.recipe, level.shape, level.dtype, level.chunks)
+    lazy._array = level.array  # reuse the handle opened while probing
+    return da.from_array(
+        lazy,
+        chunks=chunks or level.chunks or "auto",
+        name=name,
+        lock=False,
+        asarray=False,
+        inline_array=True,
+        meta=np.empty((0,) * len(level.shape), dtype=level.dtype),
+    )
+
+
+def _level_dataarray(src: SourceLevels, index: int, *, axes, roi, chunks, open_kwargs: dict
+                     ) -> xr.DataArray:
+    level = src.levels[index]
+    dims = _resolve_dims(level, axes, src.display)
+    name = f"zarrdask-{level.recipe.token()}-{index}-{chunks}"
+    data = _as_dask(level, name, chunks)
+    arr = xr.DataArray(
+        data,
+        dims=dims,
+        coords=_coords(level, dims),
+        name="image",
+        attrs={
+            "source": src.display,
+            "reader": src.reader,
+            "data_group": level.name or None,
+            "level": index,
+            "levels": len(src.levels),
+            "scale": {d: float(level.scale.get(d, 1.0)) for d in dims if d in SPATIAL_DIMS},
+            "units": {d: level.units.get(d, "pixel") for d in dims if d in SPATIAL_DIMS},
+            "recipe": level.recipe,
+            "open_kwargs": open_kwargs,
+        },
+    )
+    selection = roi_to_selection(roi, dims, level.shape, source=src.display)
+    if selection:
+        arr = arr.isel(selection)
+        arr.attrs["roi"] = {d: [s.start, s.stop] for d, s in selection.items()}
+    return arr
+
+
+def _from_xarray(obj: xr.DataArray, axes, roi) -> xr.DataArray:
+    arr = obj if isinstance(obj.data, da.Array) else obj.chunk()
+    if axes is not None:
+        dims = dims_from_axes(axes, obj.ndim, source="the DataArray")
+        arr = arr.rename(dict(zip(obj.dims, dims, strict=True)))
+    else:
+        arr = arr.rename({d: str(d).lower() for d in obj.dims if str(d) != str(d).lower()})
+    selection = roi_to_selection(roi, tuple(map(str, arr.dims)), arr.shape, source="the DataArray")
+    return arr.isel(selection) if selection else arr
+
+
+def _check_level(src: SourceLevels, level: int | None) -> int:
+    if level is None:
+        return src.default
+    n = len(src.levels)
+    if not -n <= int(level) < n:
+        raise DataGroupError(
+            f"level={level} asked for, but {src.display} has {n} level(s) "
+            f"({', '.join(lv.name or str(i) for i, lv in enumerate(src.levels))}); pass 0..{n - 1}"
+        )
+    return int(level) % n
+
+
+def open_image(
+    source: Source,
+    *,
+    axes: str | Sequence[str] | None = None,
+    data_group: str | int | None = None,
+    roi: Any = None,
+    level: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Any = None,
+) -> xr.DataArray:
+    """Open an image lazily as a dask-backed ``xarray.DataArray``.
+
+    Parameters
+    ----------
+    source : str, path, numpy/dask/zarr array, zarr group/store or DataArray
+        Local path or URL (``s3://``, ``http(s)://``) of a zarr v2/v3 store,
+        OME-NGFF image, (OME-)TIFF or Pillow-readable file, or an in-memory
+        array.
+    axes : str, optional
+        Axes of the stored array, e.g. ``"TCZYX"`` or ``"yxc"`` (either
+        case). Defaults to the source's own axis names.
+    data_group : str or int, optional
+        Which image in the source: a zarr path (``"0"``, ``"labels/0"``,
+        an OME-NGFF multiscale group), or for TIFF ``"level"`` /
+        ``"series/level"``.
+    roi : str, tuple of slice or dict, optional
+        Region of interest in the stored array's axis order
+        (``"(start,...):(length,...)"``; a length of -1 means to the end), or
+        ``{dim: slice}``.
+    level : int, optional
+        Pyramid level (0 is the finest); overrides the level implied by
+        ``data_group``.
+    storage_options : mapping, optional
+        fsspec options for URLs (``endpoint_url``, ``anon``, credentials).
+    chunks : optional
+        Dask chunks; default: the storage chunks (or shards).
+
+    Returns
+    -------
+    xarray.DataArray
+        Named dims (``t, c, z, y, x``; other letters lower-case), physical
+        coordinates on spatial dims, and attrs ``source``, ``level``,
+        ``scale``, ``units`` and ``recipe`` (how to reopen it).
+
+    Raises
+    ------
+    SourceNotFoundError, UnsupportedFormatError, AxesError, DataGroupError,
+    RoiError, RemoteAccessError
+    """
+    if isinstance(source, xr.DataArray):
+        return _from_xarray(source, axes, roi)
+    src = discover(source, data_group=data_group, storage_options=storage_options)
+    index = _check_level(src, level)
+    open_kwargs = {"axes": axes, "data_group": data_group, "roi": roi, "level": level}
+    return _level_dataarray(src, index, axes=axes, roi=roi, chunks=chunks, open_kwargs=open_kwargs)
+
+
+def _scaled_roi(roi_sel: dict[str, slice], base: Level, level: Level, dims) -> dict[str, slice]:
+    out = {}
+    for d, sl in roi_sel.items():
+        i = dims.index(d)
+        factor = level.shape[i] / base.shape[i]
+        start = int(np.floor(sl.start * factor))
+        stop = max(start + 1, int(np.ceil(sl.stop * factor)))
+        out[d] = slice(start, min(stop, level.shape[i]))
+    return out
+
+
+def open_pyramid(
+    source: Source,
+    *,
+    axes: str | Sequence[str] | None = None,
+    data_group: str | int | None = None,
+    roi: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Any = None,
+) -> xr.DataTree:
+    """Open every resolution level of an image as an ``xarray.DataTree``.
+
+    Parameters are those of :func:`open_image`; ``roi`` is given in level-0
+    pixels and scaled to each level.
+
+    Returns
+    -------
+    xarray.DataTree
+        One child node per level, named by the level's key in the source (or
+        its index), each holding the level as the variable ``"image"`` with
+        its own physical coordinates. ``tree.attrs["levels"]`` lists the
+        node names finest first.
+    """
+    if isinstance(source, xr.DataArray):
+        arr = _from_xarray(source, axes, roi)
+        return xr.DataTree.from_dict({"0": xr.Dataset({"image": arr})}, name="pyramid")
+    src = discover(source, data_group=data_group, storage_options=storage_options)
+    base = src.levels[0]
+    base_dims = _resolve_dims(base, axes, src.display)
+    roi_sel = roi_to_selection(roi, base_dims, base.shape, source=src.display)
+    nodes = {}
+    names = []
+    for i, lvl in enumerate(src.levels):
+        arr = _level_dataarray(src, i, axes=axes, roi=None, chunks=chunks,
+                               open_kwargs={"axes": axes, "data_group": data_group, "level": i})
+        if roi_sel:
+            arr = arr.isel(_scaled_roi(roi_sel, base, lvl, base_dims))
+        node = (lvl.name.rpartition("/")[2] or str(i)).replace("/", "_")
+        if node in nodes:
+            node = str(i)
+        nodes[node] = xr.Dataset({"image": arr})
+        names.append(node)
+    tree = xr.DataTree.from_dict(nodes, name="pyramid")
+    tree.attrs.update({"source": src.display, "levels": names, "reader": src.reader})
+    return tree

@@ -1,0 +1,182 @@
+"""Recipes: what to reopen, so that readers pickle without open handles.
+
+An :class:`ArrayRecipe` names one stored array (reader, location, key inside
+the source, storage options) and opens it on demand. :class:`LazyArray` wraps
+a recipe as an array-like for ``dask.array.from_array``: it opens the store at
+first use in each process and drops the handle when pickled.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptChunkError
+from .location import redact_options
+
+__all__ = ["ArrayRecipe", "LazyArray"]
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayRecipe:
+    """How to (re)open one stored array.
+
+    Parameters
+    ----------
+    reader : {"zarr", "tiff", "pil", "memory"}
+        The reader that opens it.
+    location : str or None
+        Local path or URL of the source (None for in-memory objects).
+    key : str or None
+        The array inside the source: a zarr path, or ``"series/level"`` of a
+        TIFF.
+    storage_options : mapping
+        fsspec options (may hold secrets; never shown by ``repr``).
+    obj : object, optional
+        The array itself for in-memory sources.
+    """
+
+    reader: str
+    location: str | None
+    key: str | None = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    obj: Any = None
+
+    def __repr__(self) -> str:
+        opts = redact_options(self.storage_options)
+        where = self.location if self.location is not None else f"<{type(self.obj).__name__}>"
+        return f"ArrayRecipe({self.reader!r}, {where!r}, key={self.key!r}, storage_options={opts})"
+
+    @property
+    def display(self) -> str:
+        """Human name of the array for messages: location plus key."""
+        where = self.location if self.location is not None else f"<in-memory {type(self.obj).__name__}>"
+        return where if not self.key else f"{where} [{self.key}]"
+
+    def public(self) -> dict[str, Any]:
+        """JSON-able description without secrets (for table metadata)."""
+        return {
+            "reader": self.reader,
+            "location": self.location,
+            "key": self.key,
+            "storage_options": redact_options(self.storage_options),
+        }
+
+    def token(self) -> str:
+        """A deterministic name for dask graphs built from this array."""
+        from dask.base import tokenize
+
+        ident = self.location if self.location is not None else id(self.obj)
+        return tokenize(self.reader, ident, self.key, sorted(redact_options(self.storage_options)))
+
+    def open(self) -> Any:
+        """Open the array and return an object with ``shape``, ``dtype`` and
+        numpy-style ``__getitem__``."""
+        if self.reader == "memory":
+            return self.obj
+        if self.reader == "zarr":
+            from .zarr_reader import open_zarr_array
+
+            return open_zarr_array(self)
+        if self.reader == "tiff":
+            from .tiff_reader import open_tiff_array
+
+            return open_tiff_array(self)
+        if self.reader == "pil":
+            from .pil_reader import read_pil_array
+
+            return read_pil_array(self)
+        raise ValueError(f"unknown reader {self.reader!r} in {self!r}")
+
+
+def _chunk_names(array: Any, key: tuple, chunks: tuple[int, ...] | None) -> str:
+    """Names of the storage chunks a selection touches (for error messages)."""
+    if not chunks:
+        return "?"
+    starts = []
+    for sel, size in zip(key, chunks, strict=False):
+        if isinstance(sel, slice):
+            lo = sel.start or 0
+            hi = (sel.stop - 1) if sel.stop is not None else lo
+            starts.append(range(lo // size, hi // size + 1))
+        else:
+            starts.append(range(int(sel) // size, int(sel) // size + 1))
+    encode = None
+    meta = getattr(array, "metadata", None)
+    if meta is not None and hasattr(meta, "encode_chunk_key"):
+        encode = meta.encode_chunk_key
+    first = tuple(r.start for r in starts)
+    last = tuple(r.stop - 1 for r in starts)
+    if encode is not None:
+        a, b = encode(first), encode(last)
+    else:
+        a, b = ".".join(map(str, first)), ".".join(map(str, last))
+    return a if a == b else f"{a} .. {b}"
+
+
+class LazyArray:
+    """Array-like over an :class:`ArrayRecipe`, opened lazily per process.
+
+    Parameters
+    ----------
+    recipe : ArrayRecipe
+        What to open.
+    shape, dtype, chunks
+        Known from the metadata read when the image was opened, so nothing is
+        read again until data is asked for.
+    """
+
+    def __init__(self, recipe: ArrayRecipe, shape: tuple[int, ...], dtype: Any,
+                 chunks: tuple[int, ...] | None = None) -> None:
+        self.recipe = recipe
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.chunks = chunks
+        self.ndim = len(self.shape)
+        self._array: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LazyArray({self.recipe!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_array"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def array(self) -> Any:
+        """The opened array (opened at first access in this process)."""
+        if self._array is None:
+            with self._lock:
+                if self._array is None:
+                    self._array = self.recipe.open()
+        return self._array
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        array = self.array
+        try:
+            return np.asarray(array[key])
+        except (IndexError, KeyError, TypeError, MemoryError):
+            raise
+        except Exception as exc:  # codec failures come in many types
+            if not isinstance(key, tuple):
+                key = (key,)
+            names = _chunk_names(array, key, self.chunks)
+            raise CorruptChunkError(
+                f"cannot decode chunk {names} of {self.recipe.display}: "
+                f"{type(exc).__name__}: {exc}; the stored chunk is damaged or was written "
+                "with a codec that is not installed; rewrite that chunk or install the codec"
+            ) from exc

@@ -1,0 +1,328 @@
+"""Zarr v2/v3 arrays and groups, and OME-NGFF 0.4/0.5 multiscales."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import DataGroupError, SourceNotFoundError, UnsupportedFormatError
+from .levels import Level, SourceLevels
+from .location import get_filesystem, is_remote, protocol_of, remote_error
+from .recipe import ArrayRecipe
+
+__all__ = ["discover_zarr", "open_zarr_array", "make_store", "looks_like_zarr", "isconsolidated"]
+
+_SPATIAL = ("z", "y", "x")
+
+
+def make_store(location: str, storage_options: Mapping[str, Any] | None = None):
+    """A read-only zarr store for a local path or URL."""
+    if protocol_of(location) == "file":
+        path = os.path.abspath(os.path.expanduser(location))
+        if not os.path.exists(path):
+            raise SourceNotFoundError(
+                f"{location} does not exist (looked at {path}); check the path"
+            )
+        return zarr.storage.LocalStore(path, read_only=True)
+    fs, path = get_filesystem(location, storage_options)
+    if not fs.async_impl:
+        return zarr.storage.FsspecStore(
+            fs=_async_wrap(fs), path=path, read_only=True
+        )
+    return zarr.storage.FsspecStore(fs=fs, path=path, read_only=True)
+
+
+def _async_wrap(fs):
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+    return AsyncFileSystemWrapper(fs)
+
+
+def looks_like_zarr(location: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``location`` holds zarr metadata at its root."""
+    stripped = location.rstrip("/")
+    if stripped.lower().endswith(".zarr"):
+        return True
+    markers = ("zarr.json", ".zgroup", ".zarray")
+    if protocol_of(location) == "file":
+        return os.path.isdir(location) and any(
+            os.path.exists(os.path.join(location, m)) for m in markers
+        )
+    try:
+        fs, path = get_filesystem(location, storage_options)
+        return any(fs.exists(f"{path.rstrip('/')}/{m}") for m in markers)
+    except Exception:
+        return False
+
+
+def isconsolidated(arr_src: Any) -> bool:
+    """Whether a zarr source has consolidated metadata (faster to open).
+
+    Parameters
+    ----------
+    arr_src : str, zarr.Group or zarr.Array
+        Path/URL or an open zarr object.
+
+    Returns
+    -------
+    bool
+    """
+    if isinstance(arr_src, zarr.Group):
+        return arr_src.metadata.consolidated_metadata is not None
+    if isinstance(arr_src, zarr.Array):
+        return False
+    location = str(arr_src).rstrip("/")
+    try:
+        if protocol_of(location) == "file":
+            if os.path.exists(os.path.join(location, ".zmetadata")):
+                return True
+            meta = os.path.join(location, "zarr.json")
+            if os.path.exists(meta):
+                with open(meta, "rb") as fh:
+                    return b'"consolidated_metadata"' in fh.read() and _v3_consolidated(meta)
+            return False
+        fs, path = get_filesystem(location, None)
+        if fs.exists(f"{path}/.zmetadata"):
+            return True
+        if fs.exists(f"{path}/zarr.json"):
+            import json
+
+            doc = json.loads(fs.cat_file(f"{path}/zarr.json"))
+            return bool(doc.get("consolidated_metadata"))
+    except Exception:
+        return False
+    return False
+
+
+def _v3_consolidated(meta_path: str) -> bool:
+    import json
+
+    with open(meta_path) as fh:
+        return bool(json.load(fh).get("consolidated_metadata"))
+
+
+def _open_root(source: Any, storage_options: Mapping[str, Any] | None, display: str):
+    """The root node (group or array) of a zarr source."""
+    if isinstance(source, zarr.Group | zarr.Array):
+        return source
+    store = make_store(source, storage_options) if isinstance(source, str) else source
+    try:
+        try:
+            return zarr.open_group(store=store, mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError, TypeError):
+            return zarr.open_array(store=store, mode="r")
+    except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeNotFoundError) as exc:
+        if isinstance(source, str) and is_remote(source):
+            raise remote_error(source, storage_options, FileNotFoundError(str(exc))) from exc
+        raise UnsupportedFormatError(
+            f"{display} holds no zarr array or group (no zarr.json/.zarray/.zgroup at its "
+            "root); point to the .zarr folder itself, or pass data_group=... for a nested one"
+        ) from exc
+    except (OSError, TimeoutError) as exc:
+        if isinstance(source, str) and is_remote(source):
+            raise remote_error(source, storage_options, exc) from exc
+        raise
+
+
+def _multiscale(group: zarr.Group) -> dict | None:
+    attrs = dict(group.attrs)
+    ome = attrs.get("ome", attrs)
+    ms = ome.get("multiscales") if isinstance(ome, dict) else None
+    if ms:
+        return ms[0]
+    return None
+
+
+def _axes_info(ms: dict) -> tuple[tuple[str, ...] | None, dict[str, str]]:
+    axes = ms.get("axes")
+    if not axes:
+        return None, {}
+    names, units = [], {}
+    for ax in axes:
+        if isinstance(ax, str):
+            names.append(ax.lower())
+        else:
+            name = str(ax["name"]).lower()
+            names.append(name)
+            if ax.get("unit"):
+                units[name] = str(ax["unit"])
+    return tuple(names), units
+
+
+def _transforms(items: list | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.ones(ndim)
+    translation = np.zeros(ndim)
+    for t in items or []:
+        if t.get("type") == "scale" and "scale" in t:
+            scale = scale * np.asarray(t["scale"], dtype=float)
+        elif t.get("type") == "translation" and "translation" in t:
+            translation = translation + np.asarray(t["translation"], dtype=float)
+    return scale, translation
+
+
+def _array_dims(arr: zarr.Array) -> tuple[str, ...] | None:
+    names = getattr(arr.metadata, "dimension_names", None)
+    if names and all(n is not None for n in names):
+        return tuple(str(n).lower() for n in names)
+    legacy = arr.attrs.get("_ARRAY_DIMENSIONS")
+    if legacy:
+        return tuple(str(n).lower() for n in legacy)
+    return None
+
+
+def _chunks(arr: zarr.Array) -> tuple[int, ...]:
+    shards = getattr(arr, "shards", None)
+    return tuple(int(c) for c in (shards or arr.chunks))
+
+
+def _level(name: str, arr: zarr.Array, recipe: ArrayRecipe, dims, scale=None, translation=None,
+           units=None) -> Level:
+    spatial = {}
+    trans = {}
+    if dims is not None and scale is not None:
+        for i, d in enumerate(dims):
+            if d in _SPATIAL:
+                spatial[d] = float(scale[i])
+                trans[d] = float(translation[i])
+    return Level(
+        name=name,
+        recipe=recipe,
+        shape=tuple(int(s) for s in arr.shape),
+        dtype=np.dtype(arr.dtype),
+        chunks=_chunks(arr),
+        dims=dims,
+        scale=spatial,
+        translation=trans,
+        units={d: u for d, u in (units or {}).items() if d in _SPATIAL},
+        array=arr,
+    )
+
+
+def _multiscale_levels(group: zarr.Group, prefix: str, ms: dict, make_recipe) -> list[Level]:
+    dims, units = _axes_info(ms)
+    levels = []
+    for ds in ms.get("datasets", []):
+        path = str(ds["path"])
+        key = f"{prefix}/{path}" if prefix else path
+        try:
+            arr = group[path]
+        except KeyError as exc:
+            raise DataGroupError(
+                f"the OME-NGFF multiscales of {make_recipe(prefix).display} list dataset "
+                f"{path!r} but the store has no such array; the pyramid is incomplete, rewrite it"
+            ) from exc
+        ndim = arr.ndim
+        scale, translation = _transforms(ds.get("coordinateTransformations"), ndim)
+        g_scale, g_trans = _transforms(ms.get("coordinateTransformations"), ndim)
+        levels.append(
+            _level(key, arr, make_recipe(key), dims or _array_dims(arr), scale * g_scale,
+                   translation * g_scale + g_trans, units)
+        )
+    return levels
+
+
+def _list_paths(group: zarr.Group, max_items: int = 40) -> list[str]:
+    out = []
+    try:
+        for name, _node in group.members(max_depth=3):
+            out.append(name)
+            if len(out) >= max_items:
+                break
+    except Exception:
+        pass
+    return out
+
+
+def discover_zarr(source: Any, *, data_group: str | int | None = None,
+                  storage_options: Mapping[str, Any] | None = None) -> SourceLevels:
+    """Find the levels of the image in a zarr source.
+
+    Parameters
+    ----------
+    source : str, zarr.Group, zarr.Array or zarr store
+        Where the image is.
+    data_group : str or int, optional
+        Path of the array or multiscale group inside the source. An array
+        that is one dataset of an OME-NGFF multiscale brings its pyramid and
+        is the default level.
+    storage_options : mapping, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    SourceLevels
+    """
+    location = source if isinstance(source, str) else None
+    obj = None if isinstance(source, str) else source
+    display = location if location is not None else f"<{type(source).__name__}>"
+    opts = dict(storage_options or {})
+
+    def make_recipe(key: str) -> ArrayRecipe:
+        return ArrayRecipe("zarr", location, key or None, opts, obj)
+
+    root = _open_root(source, opts, display)
+    key = "" if data_group is None else str(data_group).strip("/")
+    node = root
+    if key:
+        if not isinstance(root, zarr.Group):
+            raise DataGroupError(
+                f"data_group={data_group!r} asked for, but {display} is a single array with "
+                "no groups; drop data_group"
+            )
+        try:
+            node = root[key]
+        except KeyError:
+            available = _list_paths(root)
+            raise DataGroupError(
+                f"data_group={data_group!r} does not exist in {display}; it holds "
+                f"{available or 'nothing'}; pass one of those"
+            ) from None
+
+    if isinstance(node, zarr.Array):
+        parent_key, _, base = key.rpartition("/")
+        if key and isinstance(root, zarr.Group):
+            parent = root[parent_key] if parent_key else root
+            ms = _multiscale(parent)
+            if ms:
+                paths = [str(d["path"]) for d in ms.get("datasets", [])]
+                if base in paths:
+                    levels = _multiscale_levels(parent, parent_key, ms, make_recipe)
+                    return SourceLevels("zarr", display, levels, paths.index(base))
+        return SourceLevels("zarr", display, [_level(key, node, make_recipe(key), _array_dims(node))])
+
+    ms = _multiscale(node)
+    if ms:
+        return SourceLevels("zarr", display, _multiscale_levels(node, key, ms, make_recipe))
+    # A plain group: take the first child holding a multiscale (bioformats2raw
+    # layout keeps the image in "0"), else a single array child.
+    groups = sorted(name for name, _ in node.groups())
+    for name in groups:
+        child = node[name]
+        child_ms = _multiscale(child)
+        if child_ms:
+            child_key = f"{key}/{name}" if key else name
+            return SourceLevels("zarr", display, _multiscale_levels(child, child_key, child_ms, make_recipe))
+    arrays = sorted(name for name, _ in node.arrays())
+    if len(arrays) == 1:
+        child_key = f"{key}/{arrays[0]}" if key else arrays[0]
+        arr = node[arrays[0]]
+        return SourceLevels("zarr", display, [_level(child_key, arr, make_recipe(child_key), _array_dims(arr))])
+    available = _list_paths(node)
+    raise DataGroupError(
+        f"{display}{' [' + key + ']' if key else ''} is a zarr group without OME-NGFF "
+        f"multiscales and no single image array; it holds {available or 'nothing'}; pass "
+        "data_group= naming the array to open"
+    )
+
+
+def open_zarr_array(recipe: ArrayRecipe) -> zarr.Array:
+    """Open the array named by a zarr :class:`ArrayRecipe`."""
+    source = recipe.location if recipe.location is not None else recipe.obj
+    if isinstance(source, zarr.Array) and not recipe.key:
+        return source
+    root = _open_root(source, recipe.storage_options, recipe.display)
+    return root[recipe.key] if recipe.key else root

@@ -1,0 +1,34 @@
+"""Plain-text summaries of opened images (used by ``zarrdask inspect``)."""
+
+from __future__ import annotations
+
+import xarray as xr
+
+__all__ = ["describe_pyramid"]
+
+
+def _fmt_chunks(arr: xr.DataArray) -> str:
+    chunks = arr.data.chunksize if hasattr(arr.data, "chunksize") else arr.shape
+    return "(" + ", ".join(f"{d}: {c}" for d, c in zip(arr.dims, chunks, strict=True)) + ")"
+
+
+def describe_pyramid(tree: xr.DataTree) -> str:
+    """A few lines naming the source, dims, and per level shape, chunks and
+    physical scale."""
+    names = tree.attrs.get("levels", list(tree.children))
+    first = tree[names[0]]["image"]
+    lines = [
+        f"source : {tree.attrs.get('source', '?')}",
+        f"reader : {tree.attrs.get('reader', '?')}",
+        f"dims   : {', '.join(map(str, first.dims))}",
+        f"dtype  : {first.dtype}",
+        f"levels : {len(names)}",
+    ]
+    for i, name in enumerate(names):
+        arr = tree[name]["image"]
+        shape = ", ".join(f"{d}: {n}" for d, n in zip(arr.dims, arr.shape, strict=True))
+        scale = arr.attrs.get("scale", {})
+        units = arr.attrs.get("units", {})
+        phys = ", ".join(f"{d}: {s:g} {units.get(d, '')}".rstrip() for d, s in scale.items())
+        lines.append(f"  [{i}] {name:>6}  shape ({shape})  chunks {_fmt_chunks(arr)}  scale ({phys})")
+    return "\n".join(lines)
