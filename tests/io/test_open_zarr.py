@@ -49,7 +49,7 @@ def test_pyramid_has_every_level_with_its_scale(slide_v3):
     scales = [tree[name]["image"].attrs["scale"]["x"] for name in tree.attrs["levels"]]
     assert scales == [0.5, 1.0, 2.0, 4.0]
     # physical extent is the same at every level
-    extents = [float(tree[n]["image"].x[-1] + s) for n, s in zip(tree.attrs["levels"], scales)]
+    extents = [float(tree[n]["image"].x[-1] + s) for n, s in zip(tree.attrs["levels"], scales, strict=True)]
     assert extents == [1024.0] * 4
 
 

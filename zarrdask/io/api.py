@@ -163,6 +163,16 @@ def _as_dask(level: Level, name: str, chunks: Any) -> da.Array:
     )
 
 
+def _level0_geometry(src: SourceLevels, dims: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Physical pixel size and origin of level 0 on each spatial dim."""
+    base = src.levels[0]
+    spatial = [d for d in dims if d in SPATIAL_DIMS]
+    return {
+        "scale": {d: float(base.scale.get(d, 1.0)) for d in spatial},
+        "origin": {d: float(base.translation.get(d, 0.0)) for d in spatial},
+    }
+
+
 def _level_dataarray(src: SourceLevels, index: int, *, axes, roi, chunks, open_kwargs: dict
                      ) -> xr.DataArray:
     level = src.levels[index]
@@ -184,6 +194,9 @@ def _level_dataarray(src: SourceLevels, index: int, *, axes, roi, chunks, open_k
             "units": {d: level.units.get(d, "pixel") for d in dims if d in SPATIAL_DIMS},
             "recipe": level.recipe,
             "open_kwargs": open_kwargs,
+            "full_shape": dict(zip(dims, level.shape, strict=True)),
+            "storage_chunks": dict(zip(dims, level.chunks or data.chunksize, strict=True)),
+            "level0": _level0_geometry(src, dims),
         },
     )
     selection = roi_to_selection(roi, dims, level.shape, source=src.display)

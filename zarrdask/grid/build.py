@@ -1,0 +1,458 @@
+"""``build_table``: masks and patch grids of many images as one dask graph.
+
+The graph has, per image, at most one mask task (tissue detection on a
+low-resolution level, or a user mask) and one grid task per run of storage
+chunks, so one huge slide spreads across workers. Every task is pure and
+deterministic: a task lost with a worker is recomputed elsewhere and the
+table comes out the same. The integer geometry lives in
+:mod:`zarrdask.grid.geometry`; this module only wires it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .. import __version__
+from ..axes import SPATIAL_DIMS
+from ..errors import GridParameterError, MaskError, ZarrdaskError
+from ..table import PatchTable, position_columns, read_table, source_entry
+from .geometry import (
+    GridSpec,
+    chunk_ids,
+    grid_starts_in_box,
+    keep_patches,
+    normalize_grid_params,
+    window_coverage,
+)
+from .sources import as_list, digest, fingerprint, item_name, open_item, per_image
+
+__all__ = ["build_table", "GridWarning"]
+
+
+class GridWarning(UserWarning):
+    """A grid that is empty or smaller than expected for one image."""
+
+
+# -- pure task functions (run on dask workers) ------------------------------
+
+def _to_level0(starts: np.ndarray, dims: Sequence[str], geo: Mapping[str, Any]) -> np.ndarray:
+    """Read-level pixel positions to level-0 pixel positions (via physical space)."""
+    out = np.empty_like(starts)
+    for i, d in enumerate(dims):
+        phys = geo["origin"][d] + starts[:, i] * geo["scale"][d]
+        out[:, i] = np.rint((phys - geo["origin0"][d]) / geo["scale0"][d]).astype(np.int64)
+    return out
+
+
+def _grid_task(box_start: dict, box_stop: dict, *, roi_start: dict, roi_shape: dict,
+               full_shape: dict, chunk_shape: dict, spec: dict, geo: dict,
+               mask: np.ndarray | None, mask_scale: dict | None, mask_origin: dict | None,
+               candidates: np.ndarray | None, image_id: int) -> dict[str, np.ndarray]:
+    """Rows of the patches whose top-left lies in one run of chunks."""
+    grid = GridSpec.from_dict(spec)
+    dims = grid.dims
+    rel_start = {d: box_start[d] - roi_start[d] for d in dims}
+    rel_stop = {d: box_stop[d] - roi_start[d] for d in dims}
+    if candidates is None:
+        starts = grid_starts_in_box(rel_start, rel_stop, roi_shape, grid)
+    else:
+        lo = np.array([rel_start[d] for d in dims])
+        hi = np.array([rel_stop[d] for d in dims])
+        inside = np.all((candidates >= lo) & (candidates < hi), axis=1)
+        starts = candidates[inside]
+    starts = starts.astype(np.int64) + np.array([roi_start[d] for d in dims], dtype=np.int64)
+    if mask is not None and len(starts):
+        cov = window_coverage(mask, [mask_scale[d] for d in dims], starts,
+                              [grid.patch[d] for d in dims],
+                              mask_origin=[mask_origin[d] for d in dims])
+        area = int(np.prod([grid.patch[d] for d in dims]))
+        keep = keep_patches(cov, grid.min_area, area)
+        starts, cov = starts[keep], cov[keep]
+    else:
+        cov = np.ones(len(starts))
+    cids = chunk_ids(starts, [chunk_shape[d] for d in dims], [full_shape[d] for d in dims])
+    level0 = _to_level0(starts, dims, geo)
+    out = {"image_id": np.full(len(starts), image_id, dtype=np.int32)}
+    for i, d in enumerate(dims):
+        out[d] = level0[:, i]
+    out["chunk_id"] = cids.astype(np.int64)
+    out["coverage"] = cov.astype(np.float32)
+    return out
+
+
+def _mask_numpy(mask: Any) -> np.ndarray:
+    return np.asarray(mask, dtype=bool)
+
+
+# -- graph construction -----------------------------------------------------
+
+def _task_boxes(roi_start: dict, roi_stop: dict, chunk_shape: dict, dims: Sequence[str],
+                chunks_per_task: int) -> list[tuple[dict, dict]]:
+    """Boxes of runs of up to ``chunks_per_task`` chunks along the last dim,
+    covering the ROI, in row-major chunk order."""
+    ranges = []
+    for d in dims:
+        c = chunk_shape[d]
+        ranges.append(range(roi_start[d] // c, (roi_stop[d] - 1) // c + 1))
+    boxes = []
+    *outer, last = dims
+    last_range = ranges[-1]
+    for idx in itertools.product(*ranges[:-1]):
+        for j in range(last_range.start, last_range.stop, chunks_per_task):
+            j_stop = min(j + chunks_per_task, last_range.stop)
+            start, stop = {}, {}
+            for d, i in zip(outer, idx, strict=True):
+                start[d] = max(i * chunk_shape[d], roi_start[d])
+                stop[d] = min((i + 1) * chunk_shape[d], roi_stop[d])
+            start[last] = max(j * chunk_shape[last], roi_start[last])
+            stop[last] = min(j_stop * chunk_shape[last], roi_stop[last])
+            boxes.append((start, stop))
+    return boxes
+
+
+def _resolve_mask(mask_item: Any, image: xr.DataArray, item: Any, tissue_options: Mapping) -> Any:
+    from ..masks import as_mask, tissue_mask
+
+    if mask_item is None:
+        return None
+    if isinstance(mask_item, str) and mask_item == "tissue":
+        options = dict(tissue_options or {})
+        source = item
+        if isinstance(item, Mapping):
+            source = item.get("source", item.get("filename"))
+            for key in ("data_group", "storage_options", "axes"):
+                if item.get(key) is not None:
+                    options.setdefault(key, item[key])
+        if isinstance(source, str | os.PathLike):
+            return tissue_mask(os.fspath(source), **options)
+        return tissue_mask(image, **options)
+    return as_mask(mask_item, like=image)
+
+
+def _full_image(image: xr.DataArray) -> xr.DataArray:
+    """The whole stored array at the read level (undoing a ROI)."""
+    recipe = image.attrs.get("recipe")
+    if not image.attrs.get("roi") or recipe is None:
+        return image
+    from ..io import open_image
+
+    kwargs = dict(image.attrs.get("open_kwargs") or {})
+    kwargs.pop("roi", None)
+    kwargs["level"] = image.attrs.get("level")
+    source = recipe.location if recipe.location is not None else recipe.obj
+    return open_image(source, storage_options=recipe.storage_options, **{
+        k: v for k, v in kwargs.items() if k in ("axes", "data_group", "level") and v is not None})
+
+
+def build_table(
+    images: Any,
+    *,
+    patch_size: int | Sequence[int] | Mapping[str, int],
+    stride: int | Sequence[int] | Mapping[str, int] | None = None,
+    pad: int | Sequence[int] | Mapping[str, int] | None = None,
+    min_area: float = 1,
+    masks: Any = None,
+    labels: Any = None,
+    allow_incomplete_patches: bool = False,
+    sampler: str = "grid",
+    seed: int | None = None,
+    client: Any = None,
+    progress: bool = False,
+    spatial_axes: str = "ZYX",
+    allow_overlap: bool = False,
+    tissue_options: Mapping[str, Any] | None = None,
+    on_error: str = "raise",
+    cache: str | os.PathLike | None = None,
+    chunks_per_task: int = 16,
+) -> PatchTable:
+    """Compute the coordinate table of one or many images as one dask graph.
+
+    Parameters
+    ----------
+    images : source or list of sources
+        Paths/URLs, in-memory arrays, ``xarray.DataArray`` objects, or specs
+        (mappings with ``source`` and any :func:`zarrdask.open_image`
+        keyword: ``axes``, ``data_group``, ``roi``, ``level``,
+        ``storage_options``).
+    patch_size, stride, pad : int, sequence or mapping
+        Patch geometry in pixels of the level that is read (see
+        ``docs/grid.md``); ``stride`` defaults to ``patch_size``, ``pad`` to 0.
+    min_area : float
+        Below 1: the fraction of the patch window the mask must cover; from 1:
+        the number of covered image pixels (default 1: any coverage).
+    masks : None, "tissue", mask or list
+        Per image (or one for all): ``"tissue"`` computes a tissue mask on a
+        low-resolution level; an array, path, DataArray or callable is a user
+        mask at any resolution, aligned through physical coordinates.
+    labels : None, source or list
+        Label sources recorded in the table for training (read at their own
+        resolution by :class:`zarrdask.PatchDataset`); ``{"weak": value}`` is
+        a per-image label.
+    allow_incomplete_patches : bool
+        Also place patches that run past the border (padded at read time).
+    sampler : {"grid", "blue-noise"}
+        Regular grid, or seeded Poisson-disc (blue-noise) positions.
+    seed : int, optional
+        Seed of the blue-noise sampler (default 0).
+    client : distributed.Client, optional
+        Run the graph on this cluster; default: local threads.
+    progress : bool
+        Show a progress bar.
+    spatial_axes : str
+        Axes patches may span (zarrdataset's ``spatial_axes``).
+    allow_overlap : bool
+        Blue noise only: allow patches to overlap.
+    tissue_options : mapping, optional
+        Keywords of :func:`zarrdask.tissue_mask` (``mask_scale``,
+        ``min_size``, ``area_threshold``, ``thresh``).
+    on_error : {"raise", "skip"}
+        What to do with an image that cannot be opened: raise (naming it) or
+        skip it and report it in ``table.meta["skipped"]``.
+    cache : path, optional
+        A Parquet path: returned without recomputing when its hash matches
+        the inputs and parameters; (re)built and written there otherwise.
+    chunks_per_task : int
+        Storage chunks per grid task.
+
+    Returns
+    -------
+    PatchTable
+    """
+    if sampler not in ("grid", "blue-noise", "bluenoise"):
+        raise GridParameterError(f"sampler={sampler!r} is unknown; use 'grid' or 'blue-noise'")
+    if on_error not in ("raise", "skip"):
+        raise GridParameterError(f"on_error={on_error!r} is unknown; use 'raise' or 'skip'")
+    items = as_list(images)
+    if not items:
+        raise GridParameterError("images is empty; pass at least one image source")
+    mask_items = per_image(masks, len(items), "masks")
+    label_items = per_image(labels, len(items), "labels")
+    seed = 0 if seed is None else int(seed)
+
+    opened: list[tuple[int, Any, xr.DataArray]] = []
+    skipped: list[dict[str, str]] = []
+    for index, item in enumerate(items):
+        try:
+            opened.append((index, item, open_item(item)))
+        except ZarrdaskError as exc:
+            if on_error == "raise":
+                raise type(exc)(f"image {index} ({item_name(item)}) of {len(items)}: {exc}") from exc
+            skipped.append({"index": index, "source": item_name(item), "error": str(exc)})
+            warnings.warn(f"skipping image {index} ({item_name(item)}): {exc}", GridWarning,
+                          stacklevel=2)
+    if not opened:
+        raise GridParameterError(f"none of the {len(items)} image(s) could be opened: {skipped}")
+
+    specs = []
+    for _index, _item, image in opened:
+        spec = normalize_grid_params(
+            patch_size, stride, pad, min_area=min_area, spatial_axes=spatial_axes,
+            allow_incomplete_patches=allow_incomplete_patches,
+            image_dims=[str(d) for d in image.dims], image_shape=image.shape,
+        )
+        specs.append(spec)
+    if len({s.dims for s in specs}) > 1:
+        raise GridParameterError(
+            "the images do not share the same spatial dims "
+            f"({sorted({s.dims for s in specs})}); build one table per kind of image"
+        )
+    grid = specs[0]
+    params = {
+        "grid": grid.to_dict(), "sampler": "blue-noise" if sampler != "grid" else "grid",
+        "seed": seed, "allow_overlap": bool(allow_overlap),
+        "tissue_options": dict(tissue_options or {}),
+    }
+
+    # -- metadata and hash (no pixel is read) --
+    entries, label_entries, mask_desc, prints = [], [], [], []
+    for image_id, (index, _item, image) in enumerate(opened):
+        entry = source_entry(image, image_id=image_id)
+        entry["index"] = index
+        entries.append(entry)
+        prints.append(fingerprint(image))
+        mask_item = mask_items[index]
+        mask_desc.append(_describe(mask_item))
+        label_entries.append(_label_entry(label_items[index]))
+    table_hash = digest({"params": params, "images": prints, "masks": [
+        _mask_token(m) for m in (mask_items[i] for i, _, _ in opened)], "labels": label_entries,
+        "version": __version__})
+    if cache is not None and os.path.exists(cache):
+        cached = read_table(cache)
+        if cached.hash == table_hash:
+            return cached
+
+    # -- the graph --
+    tasks = []
+    for image_id, (index, item, image) in enumerate(opened):
+        spec = specs[image_id]
+        dims = spec.dims
+        entry = entries[image_id]
+        full = _full_image(image)
+        full_shape = {d: entry["shape"][d] for d in dims}
+        chunk_shape = {d: entry["chunks"][d] for d in dims}
+        roi_start = {d: entry["roi"].get(d, [0, 0])[0] for d in dims}
+        roi_stop = {d: entry["roi"].get(d, [0, full_shape[d]])[1] for d in dims}
+        roi_shape = {d: roi_stop[d] - roi_start[d] for d in dims}
+        small = [d for d in dims if roi_shape[d] < spec.patch[d]]
+        if small and not spec.allow_incomplete:
+            warnings.warn(
+                f"image {index} ({item_name(item)}) is smaller than the patch along "
+                f"{small} ({ {d: roi_shape[d] for d in small} } < { {d: spec.patch[d] for d in small} }); "
+                "it yields no patch. Use a smaller patch_size or allow_incomplete_patches=True",
+                GridWarning, stacklevel=2)
+            continue
+        geo = {k: entry[k] for k in ("scale", "origin", "scale0", "origin0")}
+        mask = _resolve_mask(mask_items[index], image, item, tissue_options or {})
+        mask_task = mask_scale = mask_org = None
+        if mask is not None:
+            from ..masks import mask_origin, mask_scale_factors
+
+            _check_mask_dims(mask, dims, index, item)
+            mask_scale = {d: float(v) for d, v in mask_scale_factors(mask, full).items()}
+            mask_org = {d: float(v) for d, v in mask_origin(mask, full).items()}
+            mask_task = dask.delayed(_mask_numpy)(mask.data, dask_key_name=f"mask-{table_hash[:16]}-{image_id}")
+        candidates = None
+        if params["sampler"] == "blue-noise":
+            from .bluenoise import blue_noise_starts
+
+            candidates = dask.delayed(blue_noise_starts)(
+                roi_shape, spec, seed=seed + image_id, allow_overlap=allow_overlap,
+                dask_key_name=f"bluenoise-{table_hash[:16]}-{image_id}")
+        for n, (box_start, box_stop) in enumerate(
+                _task_boxes(roi_start, roi_stop, chunk_shape, dims, max(1, chunks_per_task))):
+            tasks.append(dask.delayed(_grid_task, pure=True)(
+                box_start, box_stop, roi_start=roi_start, roi_shape=roi_shape,
+                full_shape=full_shape, chunk_shape=chunk_shape, spec=spec.to_dict(), geo=geo,
+                mask=mask_task, mask_scale=mask_scale, mask_origin=mask_org,
+                candidates=candidates, image_id=image_id,
+                dask_key_name=f"grid-{table_hash[:16]}-{image_id}-{n}"))
+
+    parts = _compute(tasks, client=client, progress=progress)
+    frame = _assemble(parts, grid.dims)
+    counts = frame.groupby("image_id").size() if len(frame) else pd.Series(dtype=int)
+    for image_id, (index, item, _image) in enumerate(opened):
+        if counts.get(image_id, 0) == 0 and mask_items[index] is not None:
+            warnings.warn(
+                f"the mask of image {index} ({item_name(item)}) selects no patch (it covers "
+                "nothing, or less than min_area of every patch window); check the mask or "
+                "lower min_area", GridWarning, stacklevel=2)
+    meta = {
+        "zarrdask_version": __version__,
+        "schema_version": 1,
+        **params,
+        "images": entries,
+        "modalities": {"images": entries, "labels": label_entries, "masks": mask_desc},
+        "skipped": skipped,
+        "hash": table_hash,
+    }
+    sources = [None if (image.attrs.get("recipe") is not None
+                        and image.attrs["recipe"].location is not None) else image
+               for _, _, image in opened]
+    table = PatchTable(frame, meta, sources=sources)
+    if cache is not None:
+        table.to_parquet(cache)
+    return table
+
+
+def _check_mask_dims(mask: xr.DataArray, dims: Sequence[str], index: int, item: Any) -> None:
+    mdims = [d for d in mask.dims if d in SPATIAL_DIMS]
+    if set(mdims) != set(dims):
+        raise MaskError(
+            f"the mask of image {index} ({item_name(item)}) has spatial dims {mdims} but the "
+            f"grid runs over {list(dims)}; pass a mask with the image's spatial dims"
+        )
+
+
+def _describe(mask_item: Any) -> Any:
+    if mask_item is None:
+        return None
+    if isinstance(mask_item, str):
+        return mask_item if mask_item == "tissue" else {"source": mask_item}
+    if isinstance(mask_item, xr.DataArray):
+        recipe = mask_item.attrs.get("recipe")
+        return {"source": recipe.public() if recipe is not None else "<in-memory>"}
+    if callable(mask_item):
+        return {"callable": getattr(mask_item, "__qualname__", repr(mask_item))}
+    return {"source": f"<in-memory {type(mask_item).__name__}>"}
+
+
+def _mask_token(mask_item: Any) -> Any:
+    from dask.base import tokenize
+
+    if mask_item is None or isinstance(mask_item, str):
+        return mask_item
+    if isinstance(mask_item, xr.DataArray):
+        return fingerprint(mask_item) if mask_item.attrs.get("recipe") else tokenize(mask_item.data)
+    return tokenize(mask_item)
+
+
+def _label_entry(label_item: Any) -> Any:
+    if label_item is None:
+        return None
+    if isinstance(label_item, Mapping) and "weak" in label_item:
+        return {"weak": label_item["weak"]}
+    labels = open_item(label_item)
+    return source_entry(labels)
+
+
+def _compute(tasks: list, *, client: Any, progress: bool) -> list[dict]:
+    if not tasks:
+        return []
+    if client is not None:
+        futures = client.compute(tasks)
+        if progress:
+            from distributed import as_completed
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(futures), desc="grid", unit="task")
+            for _ in as_completed(futures):
+                bar.update()
+            bar.close()
+        return client.gather(futures)
+    if progress:
+        from dask.callbacks import Callback
+        from tqdm.auto import tqdm
+
+        class _Bar(Callback):
+            def _start_state(self, dsk, state):
+                self.bar = tqdm(total=sum(len(state[k]) for k in ("ready", "waiting", "running")),
+                                desc="grid", unit="task")
+
+            def _posttask(self, key, result, dsk, state, worker_id):
+                self.bar.update()
+
+            def _finish(self, dsk, state, errored):
+                self.bar.close()
+
+        with _Bar():
+            return list(dask.compute(*tasks, scheduler="threads"))
+    return list(dask.compute(*tasks, scheduler="threads"))
+
+
+def _assemble(parts: list[dict], dims: Sequence[str]) -> pd.DataFrame:
+    cols = ["image_id", *position_columns(dims), "chunk_id", "coverage"]
+    if not parts:
+        return pd.DataFrame({c: np.array([], dtype=np.int64) for c in cols})
+    data = {c: np.concatenate([p[c] for p in parts]) for c in cols}
+    order = np.lexsort([data[c] for c in reversed(["image_id", "chunk_id",
+                                                     *position_columns(dims)])])
+    return pd.DataFrame({c: data[c][order] for c in cols})
+
+
+def expected_tasks(shape: Mapping[str, int], chunks: Mapping[str, int], chunks_per_task: int) -> int:
+    """Number of grid tasks for one image (for progress estimates and tests)."""
+    dims = list(shape)
+    n = 1
+    for d in dims[:-1]:
+        n *= math.ceil(shape[d] / chunks[d])
+    return n * math.ceil(math.ceil(shape[dims[-1]] / chunks[dims[-1]]) / chunks_per_task)

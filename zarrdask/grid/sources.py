@@ -1,0 +1,137 @@
+"""Normalising the ``images``/``masks``/``labels`` arguments of ``build_table``.
+
+An image item is a path/URL, an in-memory array, an ``xarray.DataArray``,
+or a spec mapping with the keys of :func:`zarrdask.open_image` plus
+``source`` (or zarrdataset's ``filename``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import xarray as xr
+
+from ..io import open_image
+from ..io.location import protocol_of
+
+__all__ = ["as_list", "open_item", "item_name", "fingerprint"]
+
+_OPEN_KEYS = ("axes", "data_group", "roi", "level", "storage_options", "chunks")
+
+
+def as_list(items: Any) -> list[Any]:
+    """One item or a list/tuple of items, as a list (strings, arrays and
+    mappings count as one item)."""
+    if items is None:
+        return []
+    if isinstance(items, list | tuple):
+        return list(items)
+    return [items]
+
+
+def item_name(item: Any) -> str:
+    """A readable name of an image item for messages."""
+    if isinstance(item, Mapping):
+        return str(item.get("source", item.get("filename", "<spec>")))
+    if isinstance(item, str | os.PathLike):
+        return os.fspath(item)
+    if isinstance(item, xr.DataArray):
+        return str(item.attrs.get("source", "<DataArray>"))
+    return f"<in-memory {type(item).__name__}>"
+
+
+def open_item(item: Any) -> xr.DataArray:
+    """Open one image item with :func:`zarrdask.open_image`."""
+    if isinstance(item, Mapping):
+        source = item.get("source", item.get("filename"))
+        kwargs = {k: item[k] for k in _OPEN_KEYS if item.get(k) is not None}
+        if "source_axes" in item and "axes" not in kwargs:
+            kwargs["axes"] = item["source_axes"]
+        return open_image(source, **kwargs)
+    return open_image(item)
+
+
+def _stat_stamp(path: str) -> list:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, None]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def _walk_stamp(folder: str) -> list:
+    count, total, newest = 0, 0, 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            count += 1
+            total += st.st_size
+            newest = max(newest, st.st_mtime_ns)
+    return [folder, count, total, newest]
+
+
+def fingerprint(arr: xr.DataArray) -> list:
+    """What identifies an opened image's content, for the table hash.
+
+    Local zarr arrays: the array folder's file count, total size and newest
+    modification time (so rewritten chunks change it); single files: size
+    and modification time; remote: the metadata object's ETag/size;
+    in-memory: dask's content token.
+    """
+    from dask.base import tokenize
+
+    recipe = arr.attrs.get("recipe")
+    base = [list(arr.dims), list(arr.shape), str(arr.dtype), arr.attrs.get("roi")]
+    if recipe is None or recipe.location is None:
+        return [*base, tokenize(arr.data)]
+    location = recipe.location
+    if protocol_of(location) == "file":
+        if os.path.isdir(location):
+            folder = os.path.join(location, recipe.key) if recipe.key else location
+            return [*base, recipe.public(), _walk_stamp(folder)]
+        return [*base, recipe.public(), _stat_stamp(location)]
+    try:
+        from ..io.location import get_filesystem
+
+        fs, path = get_filesystem(location, recipe.storage_options)
+        info = {}
+        for name in ("zarr.json", ".zarray", ".zgroup", ""):
+            target = f"{path}/{recipe.key}/{name}" if recipe.key else f"{path}/{name}"
+            target = target.rstrip("/")
+            try:
+                info = fs.info(target)
+                break
+            except FileNotFoundError:
+                continue
+        stamp = [info.get("ETag"), info.get("size"), str(info.get("LastModified"))]
+    except Exception:
+        stamp = []
+    return [*base, recipe.public(), stamp]
+
+
+def digest(obj: Any) -> str:
+    """sha256 of a JSON rendering of ``obj``."""
+    import json
+
+    text = json.dumps(obj, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def per_image(value: Any, n: int, what: str) -> Sequence[Any]:
+    """Broadcast one value to ``n`` images, or check a per-image list."""
+    if isinstance(value, list | tuple) and not isinstance(value, str):
+        if len(value) != n:
+            from ..errors import GridParameterError
+
+            raise GridParameterError(
+                f"{what} has {len(value)} entries for {n} image(s); pass one per image "
+                "(None where an image has none) or a single value for all"
+            )
+        return list(value)
+    return [value] * n
