@@ -5,7 +5,9 @@ grids are computed as dask graphs into a coordinate table, and a torch
 ``IterableDataset`` streams patches from that table.
 """
 
+from ._version import __version__
 from .axes import map_axes_order, select_axes
+from .dataset import PatchDataset
 from .errors import (
     AxesError,
     CorruptChunkError,
@@ -16,15 +18,34 @@ from .errors import (
     UnsupportedFormatError,
     ZarrdaskError,
 )
+from .grid.build import GridWarning, build_table
 from .io import connect_s3, isconsolidated, open_image, open_pyramid
+from .io.image2array import image2array
+from .masks import (
+    MaskGenerator,
+    WSITissueMaskGenerator,
+    as_mask,
+    mask_from_labels,
+    tissue_mask,
+)
 from .roi import parse_metadata, parse_rois, scale_coords, translate2roi
-
-__version__ = "0.1.0"
+from .table import PatchTable, read_table
 
 __all__ = [
     "__version__",
     "open_image",
     "open_pyramid",
+    "tissue_mask",
+    "as_mask",
+    "mask_from_labels",
+    "build_table",
+    "read_table",
+    "PatchTable",
+    "PatchDataset",
+    "GridWarning",
+    "MaskGenerator",
+    "WSITissueMaskGenerator",
+    "image2array",
     "parse_metadata",
     "parse_rois",
     "map_axes_order",

@@ -2,8 +2,8 @@
 
 zarrdask names dims with the OME-NGFF names ``t, c, z, y, x``. Axes strings
 such as ``"TCZYX"`` or ``"yxc"`` are accepted in either case; tifffile's
-``S`` (samples) becomes ``c``, and any other letter keeps its own lower-case
-name.
+``S`` (samples) becomes ``c`` (unless the axes also hold a ``C``, then it
+stays ``s``), and any other letter keeps its own lower-case name.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def dims_from_axes(
     Returns
     -------
     tuple of str
-        Lower-case dim names (``s`` is renamed ``c``).
+        Lower-case dim names (``s`` is renamed ``c`` when there is no ``c``).
 
     Raises
     ------
@@ -57,7 +57,16 @@ def dims_from_axes(
         names = [a for a in axes.strip()]
     else:
         names = [str(a) for a in axes]
-    dims = tuple(_ALIASES.get(n.lower(), n.lower()) for n in names)
+    if isinstance(axes, str) and not all(n.isalpha() for n in names):
+        raise AxesError(
+            f"axes={axes!r} for {source} holds characters that are not axis letters; "
+            "pass one letter per dim, e.g. axes='CYX'"
+        )
+    lower = [n.lower() for n in names]
+    if "c" in lower:  # both C and S (e.g. tifffile's CYXS): keep them apart
+        dims = tuple(lower)
+    else:
+        dims = tuple(_ALIASES.get(n, n) for n in lower)
     if ndim is not None and len(dims) != ndim:
         raise AxesError(
             f"axes={axes!r} has {len(dims)} letters but {source} has {ndim} dims; "
@@ -67,7 +76,7 @@ def dims_from_axes(
     if repeated:
         raise AxesError(
             f"axes={axes!r} names {', '.join(repeated)!s} more than once for {source}; "
-            "each axis letter may appear only once (tifffile's 'S' counts as 'C')"
+            "each axis letter may appear only once"
         )
     return dims
 

@@ -19,6 +19,7 @@ __all__ = [
     "GridParameterError",
     "MaskError",
     "TableError",
+    "DatasetError",
 ]
 
 
@@ -67,3 +68,8 @@ class MaskError(ZarrdaskError, ValueError):
 
 class TableError(ZarrdaskError, ValueError):
     """A coordinate table that is missing, incomplete or inconsistent."""
+
+
+class DatasetError(ZarrdaskError, ValueError):
+    """Arguments of a patch dataset that do not fit its table (modalities,
+    transforms, sources, resume state)."""

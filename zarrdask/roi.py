@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
+from numbers import Integral
 from typing import Any
 
 from .axes import select_axes
@@ -285,6 +286,12 @@ def roi_to_selection(
     if roi is None:
         return {}
     if isinstance(roi, str):
+        if ":" not in roi and roi.strip():
+            raise RoiError(
+                f"roi={roi!r} for {source} has no ':' between starts and lengths; write it as "
+                "'(start,...):(length,...)' with one value per source axis, e.g. "
+                "'(0,0):(512,-1)'"
+            )
         parsed = parse_rois(roi)
         if len(parsed) != 1:
             raise RoiError(f"roi={roi!r} for {source} holds {len(parsed)} ROIs; pass one")
@@ -311,8 +318,15 @@ def roi_to_selection(
     selection = {}
     for dim, sl in items.items():
         size = shape[list(dims).index(dim)]
-        if isinstance(sl, int):
-            sl = slice(sl, sl + 1)
+        if isinstance(sl, Integral):
+            sl = slice(int(sl), int(sl) + 1)
+        if not isinstance(sl, slice) or not all(
+            v is None or isinstance(v, Integral) for v in (sl.start, sl.stop, sl.step)
+        ):
+            raise RoiError(
+                f"roi for {source} gives {sl!r} on dim {dim!r}; give a slice of integers "
+                "(slice(start, stop)) or an integer index per dim"
+            )
         start = 0 if sl.start is None else int(sl.start)
         stop = size if sl.stop is None else int(sl.stop)
         if sl.step not in (None, 1):

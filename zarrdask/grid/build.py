@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import __version__
+from .._version import __version__
 from ..axes import SPATIAL_DIMS
 from ..errors import GridParameterError, MaskError, ZarrdaskError
 from ..table import PatchTable, position_columns, read_table, source_entry
@@ -121,10 +121,10 @@ def _task_boxes(roi_start: dict, roi_stop: dict, chunk_shape: dict, dims: Sequen
 
 
 def _resolve_mask(mask_item: Any, image: xr.DataArray, item: Any, tissue_options: Mapping) -> Any:
-    from ..masks import as_mask, tissue_mask
-
     if mask_item is None:
         return None
+    from ..masks import as_mask, tissue_mask
+
     if isinstance(mask_item, str) and mask_item == "tissue":
         options = dict(tissue_options or {})
         source = item

@@ -97,6 +97,23 @@ def discover(source: Source, *, data_group: str | int | None = None,
             "point to a zarr store or an image file"
         )
     ext = os.path.splitext(lower)[1]
+    if not remote:
+        # Local files: the first bytes decide, whatever the extension says.
+        with open(location, "rb") as fh:
+            head = fh.read(8)
+        if not head:
+            raise UnsupportedFormatError(
+                f"{location} is empty (0 bytes); the file was not written completely, "
+                "write or copy it again"
+            )
+        if is_tiff_magic(head):
+            return discover_tiff(location, data_group=data_group, storage_options=storage_options)
+        if lower.endswith(TIFF_EXTENSIONS):
+            raise UnsupportedFormatError(
+                f"{location} has a TIFF extension but does not start with a TIFF header "
+                f"(first bytes {head[:4]!r}); it is not a TIFF or is damaged: check the file, "
+                "or rename it after its real format"
+            )
     if lower.endswith(TIFF_EXTENSIONS):
         return discover_tiff(location, data_group=data_group, storage_options=storage_options)
     try:
@@ -119,15 +136,43 @@ def _is_zarr_store(obj: Any) -> bool:
 
 def _resolve_dims(level: Level, axes: str | Sequence[str] | None, display: str) -> tuple[str, ...]:
     ndim = len(level.shape)
-    if axes is not None:
-        return dims_from_axes(axes, ndim, source=display)
+    stored = None
     if level.dims is not None:
-        return dims_from_axes(level.dims, ndim, source=display)
+        if len(level.dims) != ndim:
+            raise AxesError(
+                f"the metadata of {display} names {len(level.dims)} axes "
+                f"({''.join(level.dims).upper()}) but its array has {ndim} dims "
+                f"(shape {tuple(level.shape)}); pass axes=... with one letter per dim"
+            )
+        stored = dims_from_axes(level.dims, ndim, source=display)
+    if axes is not None:
+        given = len(axes.strip()) if isinstance(axes, str) else len(axes)
+        if stored is not None and given != ndim:
+            raise AxesError(
+                f"axes={axes!r} has {given} letters but {display} has {ndim} dims, "
+                f"declared {''.join(stored).upper()!r} in its metadata; pass "
+                f"axes={''.join(stored).upper()!r} or leave axes out"
+            )
+        dims = dims_from_axes(axes, ndim, source=display)
+        if stored is not None and dims != stored and sorted(dims) == sorted(stored):
+            # Same names in another order: the caller described a wanted
+            # order, not the stored one; honouring it would mislabel the data.
+            raise AxesError(
+                f"axes={axes!r} reorders the axes that {display} declares in its metadata "
+                f"({''.join(stored).upper()}); axes= names the stored order, it does not "
+                f"transpose: pass axes={''.join(stored).upper()!r} (or leave it out) and "
+                "transpose the result"
+            )
+        return dims
+    if stored is not None:
+        return stored
     if ndim == 2:
         return ("y", "x")
+    example = "YXC" if ndim == 3 else "TCZYX"[-ndim:] if ndim <= 5 else None
     raise AxesError(
-        f"{display} has {ndim} dims and no axis names in its metadata; pass axes=..., "
-        f"e.g. axes={'YXC' if ndim == 3 else 'TCZYX'[-ndim:]!r}"
+        f"{display} has {ndim} dims (shape {tuple(level.shape)}) and no axis names in its "
+        f"metadata; pass axes=... with one letter per dim"
+        + (f", e.g. axes={example!r}" if example else "")
     )
 
 
@@ -151,7 +196,8 @@ def _as_dask(level: Level, name: str, chunks: Any) -> da.Array:
     if isinstance(obj, np.ndarray):
         return da.from_array(obj, chunks=chunks or "auto", name=name)
     lazy = LazyArray(level.recipe, level.shape, level.dtype, level.chunks)
-    lazy._array = level.array  # reuse the handle opened while probing
+    if level.array is not None:
+        lazy.attach(level.array)  # reuse the handle opened while probing
     return da.from_array(
         lazy,
         chunks=chunks or level.chunks or "auto",

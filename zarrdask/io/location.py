@@ -10,6 +10,7 @@ decides what is secret.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -23,7 +24,9 @@ __all__ = [
     "get_filesystem",
     "remote_error",
     "connect_s3",
+    "endpoint_of",
     "DEFAULT_S3_TIMEOUTS",
+    "S3FS_RETRIES",
 ]
 
 _SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
@@ -34,6 +37,15 @@ DEFAULT_S3_TIMEOUTS: dict[str, Any] = {
     "read_timeout": 20,
     "retries": {"max_attempts": 2, "mode": "standard"},
 }
+
+#: How many times s3fs itself tries a call (its default is 5). s3fs nests its
+#: retry loops (``cat_file`` around ``info`` and ``GetObject``) on top of
+#: botocore's own retries (``DEFAULT_S3_TIMEOUTS["retries"]``, which already
+#: cover connection errors, read timeouts, 5xx and throttling), so the tries
+#: multiply: with s3fs's default an endpoint that accepts connections and
+#: never answers takes minutes to fail. Raise it (or pass
+#: ``config_kwargs={"retries": {...}}``) for flaky networks.
+S3FS_RETRIES = 1
 
 
 def protocol_of(location: str) -> str:
@@ -81,7 +93,8 @@ def _with_s3_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def get_filesystem(location: str, storage_options: Mapping[str, Any] | None = None):
+def get_filesystem(location: str, storage_options: Mapping[str, Any] | None = None, *,
+                   asynchronous: bool = False):
     """The fsspec filesystem and the path inside it for ``location``.
 
     Parameters
@@ -93,6 +106,9 @@ def get_filesystem(location: str, storage_options: Mapping[str, Any] | None = No
         ``key``/``secret``...). ``endpoint`` is accepted as an alias of
         ``endpoint_url``; short connect timeouts are added so an unreachable
         endpoint fails within seconds.
+    asynchronous : bool
+        Create the asynchronous flavour of the filesystem when it has one
+        (what zarr's ``FsspecStore`` drives from its own event loop).
 
     Returns
     -------
@@ -102,33 +118,147 @@ def get_filesystem(location: str, storage_options: Mapping[str, Any] | None = No
     import fsspec
 
     protocol = protocol_of(location)
+    if protocol == "file":
+        return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(location))
     options = dict(storage_options or {})
     if protocol in ("s3", "s3a"):
         options = _with_s3_defaults(options)
-    if protocol == "file":
-        return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(location))
+    elif protocol in ("http", "https"):
+        options = _with_http_defaults(options)
+    if asynchronous:
+        try:
+            if fsspec.get_filesystem_class(protocol).async_impl:
+                options["asynchronous"] = True
+        except (ImportError, ValueError):
+            pass  # url_to_fs below raises the informative error
     fs, path = fsspec.core.url_to_fs(location, **options)
+    if protocol in ("s3", "s3a"):
+        _bound_s3fs_retries(fs)
     return fs, path
 
 
-def remote_error(location: str, storage_options: Mapping[str, Any] | None, exc: BaseException):
-    """Translate a filesystem exception into a zarrdask error naming the
-    location, the endpoint and the fix."""
-    options = redact_options(storage_options)
-    endpoint = options.get("endpoint_url") or options.get("endpoint") or (
-        (options.get("client_kwargs") or {}).get("endpoint_url")
-    )
-    where = f"{location}" + (f" (endpoint {endpoint})" if endpoint else "")
-    if isinstance(exc, FileNotFoundError):
-        return SourceNotFoundError(
-            f"{where} does not exist; check the bucket/path spelling, or pass the right "
-            "'storage_options' (endpoint_url, anon=True for public data)"
+def _bound_s3fs_retries(fs: Any) -> None:
+    """Cap the retry count of an ``s3fs.S3FileSystem`` (a class attribute that
+    its constructor does not take) at :data:`S3FS_RETRIES`."""
+    if getattr(fs, "retries", 0) > S3FS_RETRIES:
+        fs.retries = S3FS_RETRIES
+
+
+def _with_http_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
+    """HTTP options: no link scraping of index pages, bounded connect time."""
+    opts = dict(options)
+    # zarr never needs directory listings over HTTP; plain servers answer
+    # them with HTML pages whose links fsspec would otherwise follow.
+    opts.setdefault("simple_links", False)
+    if "timeout" not in (opts.get("client_kwargs") or {}):
+        import aiohttp
+
+        client = dict(opts.get("client_kwargs") or {})
+        client["timeout"] = aiohttp.ClientTimeout(
+            total=None,
+            connect=DEFAULT_S3_TIMEOUTS["connect_timeout"],
+            sock_read=DEFAULT_S3_TIMEOUTS["read_timeout"],
         )
-    return RemoteAccessError(
-        f"cannot reach {where}: {type(exc).__name__}: {exc}; check that the endpoint is "
-        "up and reachable and that 'storage_options' holds the right endpoint_url and "
-        "credentials (anon=True for public buckets)"
-    )
+        opts["client_kwargs"] = client
+    return opts
+
+
+def endpoint_of(location: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """The server a location is read from, for messages.
+
+    Parameters
+    ----------
+    location : str
+        URL of the source.
+    storage_options : mapping, optional
+        fsspec options (``endpoint_url`` for S3-compatible servers).
+
+    Returns
+    -------
+    str
+        ``scheme://host:port`` of the server (never with credentials), or
+        ``"the default AWS S3 endpoint"`` for ``s3://`` without
+        ``endpoint_url``.
+    """
+    options = dict(storage_options or {})
+    protocol = protocol_of(location)
+    if protocol in ("s3", "s3a"):
+        endpoint = options.get("endpoint_url") or options.get("endpoint") or (
+            (options.get("client_kwargs") or {}).get("endpoint_url")
+        )
+        if not endpoint:
+            return "the default AWS S3 endpoint"
+        parsed = urlparse(str(endpoint))
+    else:
+        parsed = urlparse(location)
+    host = parsed.hostname or ""
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{host}{port}" if parsed.scheme else str(parsed.path)
+
+
+def _scrub(text: str, storage_options: Mapping[str, Any] | None) -> str:
+    """``text`` with every secret value of ``storage_options`` and any
+    ``user:password@`` part of a URL replaced by ``***``."""
+    for value in _secret_values(storage_options):
+        text = text.replace(value, "***")
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+
+
+def _secret_values(options: Mapping[str, Any] | None) -> list[str]:
+    out: list[str] = []
+    for name, value in (options or {}).items():
+        if isinstance(value, Mapping):
+            out.extend(_secret_values(value))
+        elif any(word in str(name).lower() for word in _SECRET_WORDS) and isinstance(value, str):
+            if len(value) >= 3:
+                out.append(value)
+    return out
+
+
+def remote_error(location: str, storage_options: Mapping[str, Any] | None, exc: BaseException
+                 ) -> SourceNotFoundError | RemoteAccessError:
+    """Translate a filesystem exception into a zarrdask error.
+
+    Parameters
+    ----------
+    location : str
+        The URL that was being read.
+    storage_options : mapping, optional
+        The fsspec options used (only redacted facts reach the message).
+    exc : BaseException
+        What the filesystem raised.
+
+    Returns
+    -------
+    SourceNotFoundError or RemoteAccessError
+        An error whose message names the location, the endpoint and the fix,
+        and never holds a secret of ``storage_options``.
+    """
+    if isinstance(exc, SourceNotFoundError | RemoteAccessError):
+        return exc
+    where = f"{_scrub(location, storage_options)} (endpoint {endpoint_of(location, storage_options)})"
+    s3 = protocol_of(location) in ("s3", "s3a")
+    if isinstance(exc, FileNotFoundError):
+        fix = ("check the bucket/key spelling, or pass the right 'storage_options' "
+               "(endpoint_url of the S3 server, anon=True for public data)" if s3 else
+               "check the URL (the server answered, but has nothing at that path)")
+        return SourceNotFoundError(f"{where} does not exist; {fix}")
+    detail = _scrub(f"{type(exc).__name__}: {exc}", storage_options)
+    if isinstance(exc, PermissionError) or _is_denied(exc):
+        fix = ("pass credentials that may read it in 'storage_options' (key/secret or "
+               "profile), or anon=True for public data" if s3 else
+               "pass the credentials the server expects in 'storage_options' "
+               "(e.g. client_kwargs={'headers': {...}})")
+        return RemoteAccessError(f"access to {where} was refused ({detail}); {fix}")
+    fix = ("check that the endpoint is up and reachable and that 'storage_options' holds "
+           "the right endpoint_url and credentials (anon=True for public buckets)" if s3 else
+           "check the host and port of the URL and that the server is up and reachable")
+    return RemoteAccessError(f"cannot reach {where}: {detail}; {fix}")
+
+
+def _is_denied(exc: BaseException) -> bool:
+    status = getattr(exc, "status", None)  # aiohttp.ClientResponseError
+    return status in (401, 403)
 
 
 def connect_s3(filename_sample: str) -> dict | None:
@@ -145,9 +275,8 @@ def connect_s3(filename_sample: str) -> dict | None:
         ``{"bucket_name", "endpoint_url", "s3"}`` where ``s3`` is an anonymous
         ``s3fs.S3FileSystem`` on that endpoint; None for a local path.
     """
-    if not (
-        isinstance(filename_sample, str)
-        and (filename_sample.startswith("s3") or filename_sample.startswith("http"))
+    if not isinstance(filename_sample, str) or protocol_of(filename_sample) not in (
+        "s3", "s3a", "http", "https"
     ):
         return None
     import s3fs
@@ -162,4 +291,6 @@ def connect_s3(filename_sample: str) -> dict | None:
     options = _with_s3_defaults({"anon": True})
     if endpoint:
         options["endpoint_url"] = endpoint
-    return {"bucket_name": bucket, "endpoint_url": endpoint, "s3": s3fs.S3FileSystem(**options)}
+    fs = s3fs.S3FileSystem(**options)
+    _bound_s3fs_retries(fs)
+    return {"bucket_name": bucket, "endpoint_url": endpoint, "s3": fs}

@@ -8,6 +8,7 @@ first use in each process and drops the handle when pickled.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptChunkError
-from .location import redact_options
+from .location import is_remote, redact_options, remote_error
 
 __all__ = ["ArrayRecipe", "LazyArray"]
 
@@ -51,6 +52,22 @@ class ArrayRecipe:
         where = self.location if self.location is not None else f"<{type(self.obj).__name__}>"
         return f"ArrayRecipe({self.reader!r}, {where!r}, key={self.key!r}, storage_options={opts})"
 
+    def __eq__(self, other: object) -> bool:
+        """Recipes are equal when they reopen the same array: same reader,
+        location, key and storage options, and the same in-memory object
+        (equal zarr stores count as the same). A recipe therefore equals its
+        own pickled copy, which xarray relies on when it compares attrs."""
+        if not isinstance(other, ArrayRecipe):
+            return NotImplemented
+        if (self.reader, self.location, self.key) != (other.reader, other.location, other.key):
+            return False
+        if dict(self.storage_options) != dict(other.storage_options):
+            return False
+        return _same_object(self.obj, other.obj)
+
+    def __hash__(self) -> int:
+        return hash((self.reader, self.location, self.key))
+
     @property
     def display(self) -> str:
         """Human name of the array for messages: location plus key."""
@@ -68,10 +85,13 @@ class ArrayRecipe:
 
     def token(self) -> str:
         """A deterministic name for dask graphs built from this array."""
+        import json
+
         from dask.base import tokenize
 
         ident = self.location if self.location is not None else id(self.obj)
-        return tokenize(self.reader, ident, self.key, sorted(redact_options(self.storage_options)))
+        options = json.dumps(redact_options(self.storage_options), sort_keys=True, default=repr)
+        return tokenize(self.reader, ident, self.key, options)
 
     def open(self) -> Any:
         """Open the array and return an object with ``shape``, ``dtype`` and
@@ -91,6 +111,26 @@ class ArrayRecipe:
 
             return read_pil_array(self)
         raise ValueError(f"unknown reader {self.reader!r} in {self!r}")
+
+
+def _is_access_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure to reach storage rather than to decode."""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return True
+    module = type(exc).__module__.split(".")[0]
+    return module in ("aiohttp", "botocore", "aiobotocore", "s3fs", "fsspec", "requests")
+
+
+def _same_object(a: Any, b: Any) -> bool:
+    """Whether two in-memory sources of recipes are the same data: the same
+    object, or equal zarr stores (stores compare by location)."""
+    if a is b:
+        return True
+    from zarr.abc.store import Store
+
+    if isinstance(a, Store) and isinstance(b, Store):
+        return bool(a == b)
+    return False
 
 
 def _chunk_names(array: Any, key: tuple, chunks: tuple[int, ...] | None) -> str:
@@ -138,6 +178,7 @@ class LazyArray:
         self.chunks = chunks
         self.ndim = len(self.shape)
         self._array: Any = None
+        self._pid = os.getpid()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -147,6 +188,7 @@ class LazyArray:
         state = self.__dict__.copy()
         state["_array"] = None
         state["_lock"] = None
+        state["_pid"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -156,13 +198,20 @@ class LazyArray:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def attach(self, array: Any) -> None:
+        """Use ``array`` (already opened from the recipe) in this process."""
+        self._array = array
+        self._pid = os.getpid()
+
     @property
     def array(self) -> Any:
-        """The opened array (opened at first access in this process)."""
-        if self._array is None:
+        """The opened array (opened at first access in each process: a
+        handle inherited through ``fork`` is never reused)."""
+        if self._array is None or self._pid != os.getpid():
             with self._lock:
-                if self._array is None:
+                if self._array is None or self._pid != os.getpid():
                     self._array = self.recipe.open()
+                    self._pid = os.getpid()
         return self._array
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -172,6 +221,8 @@ class LazyArray:
         except (IndexError, KeyError, TypeError, MemoryError):
             raise
         except Exception as exc:  # codec failures come in many types
+            if _is_access_failure(exc) and is_remote(self.recipe.location):
+                raise remote_error(self.recipe.location, self.recipe.storage_options, exc) from exc
             if not isinstance(key, tuple):
                 key = (key,)
             names = _chunk_names(array, key, self.chunks)

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..errors import DataGroupError, SourceNotFoundError, UnsupportedFormatError
+from ..errors import (
+    DataGroupError,
+    RemoteAccessError,
+    SourceNotFoundError,
+    UnsupportedFormatError,
+    ZarrdaskError,
+)
 from .levels import Level, SourceLevels
 from .location import get_filesystem, is_remote, protocol_of, remote_error
 from .recipe import ArrayRecipe
@@ -20,7 +26,27 @@ _SPATIAL = ("z", "y", "x")
 
 
 def make_store(location: str, storage_options: Mapping[str, Any] | None = None):
-    """A read-only zarr store for a local path or URL."""
+    """A read-only zarr store for a local path or URL.
+
+    Parameters
+    ----------
+    location : str
+        Local path, or URL (``s3://``, ``http(s)://``...) read through fsspec.
+    storage_options : mapping, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    zarr.storage.LocalStore or zarr.storage.FsspecStore
+
+    Raises
+    ------
+    SourceNotFoundError
+        A local path that does not exist.
+    RemoteAccessError
+        The filesystem of a URL cannot be created (unknown protocol, missing
+        package, malformed options).
+    """
     if protocol_of(location) == "file":
         path = os.path.abspath(os.path.expanduser(location))
         if not os.path.exists(path):
@@ -28,18 +54,26 @@ def make_store(location: str, storage_options: Mapping[str, Any] | None = None):
                 f"{location} does not exist (looked at {path}); check the path"
             )
         return zarr.storage.LocalStore(path, read_only=True)
-    fs, path = get_filesystem(location, storage_options)
+    try:
+        # zarr drives the store from its own event loop: give it the
+        # asynchronous flavour of the filesystem, or wrap a synchronous one.
+        fs, path = get_filesystem(location, storage_options, asynchronous=True)
+    except ImportError as exc:
+        raise RemoteAccessError(
+            f"cannot read {location}: {exc}; install the fsspec backend of "
+            f"{protocol_of(location)!r} URLs (s3fs for s3://, aiohttp for http://)"
+        ) from exc
+    except Exception as exc:
+        raise remote_error(location, storage_options, exc) from exc
     if not fs.async_impl:
-        return zarr.storage.FsspecStore(
-            fs=_async_wrap(fs), path=path, read_only=True
-        )
+        fs = _async_wrap(fs)
     return zarr.storage.FsspecStore(fs=fs, path=path, read_only=True)
 
 
 def _async_wrap(fs):
     from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
-    return AsyncFileSystemWrapper(fs)
+    return AsyncFileSystemWrapper(fs, asynchronous=True)
 
 
 def looks_like_zarr(location: str, storage_options: Mapping[str, Any] | None = None) -> bool:
@@ -52,6 +86,8 @@ def looks_like_zarr(location: str, storage_options: Mapping[str, Any] | None = N
         return os.path.isdir(location) and any(
             os.path.exists(os.path.join(location, m)) for m in markers
         )
+    if _is_image_file_name(stripped):
+        return False  # spare three round trips (and their retries) per open
     try:
         fs, path = get_filesystem(location, storage_options)
         return any(fs.exists(f"{path.rstrip('/')}/{m}") for m in markers)
@@ -59,43 +95,74 @@ def looks_like_zarr(location: str, storage_options: Mapping[str, Any] | None = N
         return False
 
 
-def isconsolidated(arr_src: Any) -> bool:
+def _is_image_file_name(location: str) -> bool:
+    """Whether the name ends with the extension of a TIFF or Pillow format."""
+    from .pil_reader import pil_extensions
+    from .tiff_reader import TIFF_EXTENSIONS
+
+    ext = os.path.splitext(location.lower())[1]
+    return bool(ext) and (ext in TIFF_EXTENSIONS or ext in pil_extensions())
+
+
+def isconsolidated(arr_src: Any, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Whether a zarr source has consolidated metadata (faster to open).
 
     Parameters
     ----------
     arr_src : str, zarr.Group or zarr.Array
         Path/URL or an open zarr object.
+    storage_options : mapping, optional
+        fsspec options for URLs (``endpoint_url``, credentials...).
 
     Returns
     -------
     bool
+        False as well when the location holds no zarr metadata at all.
+
+    Raises
+    ------
+    RemoteAccessError
+        A URL whose server cannot be reached or refuses access.
     """
     if isinstance(arr_src, zarr.Group):
         return arr_src.metadata.consolidated_metadata is not None
     if isinstance(arr_src, zarr.Array):
         return False
     location = str(arr_src).rstrip("/")
+    if protocol_of(location) != "file":
+        return _remote_consolidated(location, storage_options)
     try:
-        if protocol_of(location) == "file":
-            if os.path.exists(os.path.join(location, ".zmetadata")):
-                return True
-            meta = os.path.join(location, "zarr.json")
-            if os.path.exists(meta):
-                with open(meta, "rb") as fh:
-                    return b'"consolidated_metadata"' in fh.read() and _v3_consolidated(meta)
-            return False
-        fs, path = get_filesystem(location, None)
-        if fs.exists(f"{path}/.zmetadata"):
+        if os.path.exists(os.path.join(location, ".zmetadata")):
             return True
-        if fs.exists(f"{path}/zarr.json"):
-            import json
-
-            doc = json.loads(fs.cat_file(f"{path}/zarr.json"))
-            return bool(doc.get("consolidated_metadata"))
-    except Exception:
+        meta = os.path.join(location, "zarr.json")
+        if os.path.exists(meta):
+            with open(meta, "rb") as fh:
+                return b'"consolidated_metadata"' in fh.read() and _v3_consolidated(meta)
+    except (OSError, ValueError):
         return False
     return False
+
+
+def _remote_consolidated(location: str, storage_options: Mapping[str, Any] | None) -> bool:
+    """:func:`isconsolidated` for a URL: one GET per metadata document."""
+    import json
+
+    try:
+        fs, path = get_filesystem(location, storage_options)
+        try:
+            fs.cat_file(f"{path}/.zmetadata")
+            return True
+        except FileNotFoundError:
+            pass
+        try:
+            doc = json.loads(fs.cat_file(f"{path}/zarr.json"))
+        except FileNotFoundError:
+            return False
+    except (json.JSONDecodeError, UnicodeDecodeError):  # zarr.json that is not JSON
+        return False
+    except Exception as exc:
+        raise remote_error(location, storage_options, exc) from exc
+    return bool(isinstance(doc, dict) and doc.get("consolidated_metadata"))
 
 
 def _v3_consolidated(meta_path: str) -> bool:
@@ -109,6 +176,7 @@ def _open_root(source: Any, storage_options: Mapping[str, Any] | None, display: 
     """The root node (group or array) of a zarr source."""
     if isinstance(source, zarr.Group | zarr.Array):
         return source
+    remote = isinstance(source, str) and is_remote(source)
     store = make_store(source, storage_options) if isinstance(source, str) else source
     try:
         try:
@@ -116,14 +184,18 @@ def _open_root(source: Any, storage_options: Mapping[str, Any] | None, display: 
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError, TypeError):
             return zarr.open_array(store=store, mode="r")
     except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeNotFoundError) as exc:
-        if isinstance(source, str) and is_remote(source):
+        if remote:
             raise remote_error(source, storage_options, FileNotFoundError(str(exc))) from exc
         raise UnsupportedFormatError(
             f"{display} holds no zarr array or group (no zarr.json/.zarray/.zgroup at its "
             "root); point to the .zarr folder itself, or pass data_group=... for a nested one"
         ) from exc
-    except (OSError, TimeoutError) as exc:
-        if isinstance(source, str) and is_remote(source):
+    except ZarrdaskError:
+        raise
+    except Exception as exc:
+        # Remote filesystems raise their own types (botocore, aiohttp...):
+        # every one of them becomes a RemoteAccessError naming the endpoint.
+        if remote:
             raise remote_error(source, storage_options, exc) from exc
         raise
 

@@ -1,0 +1,502 @@
+"""Throughput of PatchDataset against the physical limit of chunk decoding.
+
+Run::
+
+    python benchmarks/bench_loader.py                 # 16384² slide (writes it once, ~40 s)
+    python benchmarks/bench_loader.py --size 4096     # smaller, quicker
+    python benchmarks/bench_loader.py --no-zarrdataset
+
+On a synthetic RGB slide (chunks 512², Blosc-zstd) with a table of every
+256² patch it measures, in one run and on the same files:
+
+* the *limit*: every chunk read and decoded with numcodecs directly in
+  ``--workers`` processes, as patch-equivalents/s (chunks/s x patches per
+  chunk);
+* zarr-python's read path (``arr[chunk]`` in the same number of processes);
+* the DataLoader transport ceiling: a dataset yielding ready arrays of the
+  patch's size through the same DataLoader (what batching and inter-process
+  transfer cost alone);
+* PatchDataset through ``DataLoader(batch_size=16, num_workers=2)``,
+  sequential and shuffled (``chunk_buffer=16``), with the peak RSS of each
+  worker (psutil);
+* the time to the first batch from a table of 1000 slides;
+* zarrdataset 0.2.2 on a zarr v2 copy of the slide (its own venv, see
+  ``zarrdataset_venv.py``), iterated directly and through a 2-worker
+  DataLoader with ``zarrdataset_worker_init_fn``.
+
+Each rate is the best of ``--repeat`` runs (the machine may be shared).
+Prints a table and writes ``benchmarks/results/loader.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "data")
+RESULTS = os.path.join(HERE, "results")
+
+
+# -- data ---------------------------------------------------------------------------
+
+def ensure_slide(size: int, chunk: int, *, zarr_format: int = 3, levels: int | None = None) -> str:
+    """The synthetic slide of ``size``² in ``benchmarks/data`` (written if missing)."""
+    from zarrdask.datasets import write_synthetic_slide
+
+    name = f"slide_{size}" + ("" if chunk == 512 else f"_c{chunk}") + ("" if zarr_format == 3 else "_v2")
+    path = os.path.join(DATA, f"{name}.zarr")
+    marker = os.path.join(path, "zarr.json" if zarr_format == 3 else ".zgroup")
+    if not os.path.exists(marker) or not os.path.exists(os.path.join(path, "0")):
+        os.makedirs(DATA, exist_ok=True)
+        print(f"writing {path} (once) ...", flush=True)
+        write_synthetic_slide(path, size=size, chunk=chunk, levels=levels, compressor="zstd",
+                              zarr_format=zarr_format)
+    return path
+
+
+def grid_table(path: str, patch: int, n_images: int = 1):
+    """Table of every ``patch``² patch of level 0, for ``n_images`` entries
+    pointing at the same slide."""
+    import pandas as pd
+
+    from zarrdask.io import open_image
+    from zarrdask.table import PatchTable, source_entry
+
+    image = open_image(path, level=0)
+    entry = source_entry(image, image_id=0)
+    h, w = entry["shape"]["y"], entry["shape"]["x"]
+    cy, cx = entry["chunks"]["y"], entry["chunks"]["x"]
+    yy, xx = (a.ravel() for a in np.meshgrid(np.arange(0, h - patch + 1, patch),
+                                             np.arange(0, w - patch + 1, patch), indexing="ij"))
+    cid = (yy // cy) * math.ceil(w / cx) + xx // cx
+    order = np.lexsort((xx, yy, cid))
+    yy, xx, cid = yy[order], xx[order], cid[order]
+    n = len(yy)
+    frame = pd.DataFrame({
+        "image_id": np.repeat(np.arange(n_images, dtype=np.int32), n),
+        "y": np.tile(yy, n_images), "x": np.tile(xx, n_images),
+        "chunk_id": np.tile(cid, n_images), "coverage": np.ones(n * n_images, np.float32),
+    })
+    entries = [dict(entry, image_id=i) for i in range(n_images)]
+    meta = {
+        "grid": {"dims": ["y", "x"], "patch": {"y": patch, "x": patch},
+                 "stride": {"y": patch, "x": patch}, "pad": {"y": 0, "x": 0},
+                 "min_area": 1, "allow_incomplete": False},
+        "images": entries,
+        "modalities": {"images": entries, "labels": [None] * n_images, "masks": [None] * n_images},
+        "hash": f"bench-{os.path.basename(path)}-{patch}-{n_images}",
+    }
+    return PatchTable(frame, meta)
+
+
+# -- the limit and zarr-python ---------------------------------------------------------
+
+def _chunk_keys(path: str) -> tuple[list[str], str]:
+    array = os.path.join(path, "0")
+    if os.path.exists(os.path.join(array, "zarr.json")):
+        with open(os.path.join(array, "zarr.json")) as fh:
+            meta = json.load(fh)
+        shape, chunks = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+        sep = (meta.get("chunk_key_encoding", {}).get("configuration") or {}).get("separator", "/")
+        fmt = lambda idx: sep.join(("c", *map(str, idx)))  # noqa: E731
+    else:
+        with open(os.path.join(array, ".zarray")) as fh:
+            meta = json.load(fh)
+        shape, chunks = meta["shape"], meta["chunks"]
+        sep = meta.get("dimension_separator") or "."
+        fmt = lambda idx: sep.join(map(str, idx))  # noqa: E731
+    grid = [range(math.ceil(s / c)) for s, c in zip(shape, chunks, strict=True)]
+    keys = [fmt((a, b, c)) for a in grid[0] for b in grid[1] for c in grid[2]]
+    return keys, array
+
+
+def _decode_keys(args: tuple[str, list[str]]) -> int:
+    import numcodecs
+    import numcodecs.blosc
+
+    # per-call Blosc contexts: numcodecs' global-context lock is shared by
+    # forked processes and would serialise them
+    numcodecs.blosc.use_threads = False
+    array, keys = args
+    blosc = numcodecs.Blosc()
+    total = 0
+    for key in keys:
+        with open(os.path.join(array, key), "rb") as fh:
+            raw = fh.read()
+        total += np.frombuffer(blosc.decode(raw), dtype=np.uint8).size
+    return total
+
+
+def _zarr_keys(args: tuple[str, list[tuple[int, int]], int]) -> int:
+    import zarr
+
+    array, blocks, chunk = args
+    arr = zarr.open_array(array, mode="r")
+    total = 0
+    for i, j in blocks:
+        total += arr[:, i * chunk:(i + 1) * chunk, j * chunk:(j + 1) * chunk].size
+    return total
+
+
+def _split(items: list, parts: int) -> list[list]:
+    return [items[k * len(items) // parts:(k + 1) * len(items) // parts] for k in range(parts)]
+
+
+def measure_limit(path: str, procs: int) -> float:
+    """Chunks decoded per second by ``procs`` processes reading files and
+    calling numcodecs directly."""
+    keys, array = _chunk_keys(path)
+    with mp.get_context("fork").Pool(procs) as pool:
+        pool.map(_decode_keys, [(array, keys[:2])] * procs)  # warm the pool
+        t0 = time.perf_counter()
+        pool.map(_decode_keys, [(array, part) for part in _split(keys, procs)])
+        return len(keys) / (time.perf_counter() - t0)
+
+
+def measure_zarr(path: str, procs: int, chunk: int) -> float:
+    """Chunks per second read with zarr-python (``arr[chunk slices]``)."""
+    import zarr
+
+    array = os.path.join(path, "0")
+    shape = zarr.open_array(array, mode="r").shape
+    blocks = [(i, j) for i in range(math.ceil(shape[1] / chunk)) for j in range(math.ceil(shape[2] / chunk))]
+    with mp.get_context("spawn").Pool(procs) as pool:  # zarr's event loop does not survive fork
+        pool.map(_zarr_keys, [(array, blocks[:1], chunk)] * procs)
+        t0 = time.perf_counter()
+        pool.map(_zarr_keys, [(array, part, chunk) for part in _split(blocks, procs)])
+        return len(blocks) / (time.perf_counter() - t0)
+
+
+# -- DataLoader runs --------------------------------------------------------------------
+
+class _RssMonitor:
+    """Peak RSS of each child process of this one, sampled every ``every`` s."""
+
+    def __init__(self, every: float = 0.02) -> None:
+        import psutil
+
+        self._me = psutil.Process()
+        self.peak: dict[int, int] = {}
+        self.peak_uss: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._every = every
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        tick = 0
+        while not self._stop.is_set():
+            for child in self._me.children(recursive=True):
+                try:
+                    rss = child.memory_info().rss
+                    uss = child.memory_full_info().uss if tick % 10 == 0 else 0
+                except psutil.Error:
+                    continue
+                self.peak[child.pid] = max(self.peak.get(child.pid, 0), rss)
+                self.peak_uss[child.pid] = max(self.peak_uss.get(child.pid, 0), uss)
+            tick += 1
+            self._stop.wait(self._every)
+
+    def __enter__(self) -> _RssMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_loader(dataset, *, batch: int, workers: int, monitor: bool = False) -> dict[str, float]:
+    """Iterate a DataLoader over ``dataset`` once."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers)
+    mon = _RssMonitor() if monitor else None
+    if mon:
+        mon.__enter__()
+    try:
+        t0 = time.perf_counter()
+        it = iter(loader)
+        first = next(it)
+        t1 = time.perf_counter()
+        n = len(first[next(iter(first))]) if isinstance(first, dict) else len(first[0])
+        for b in it:
+            n += len(b[next(iter(b))]) if isinstance(b, dict) else len(b[0])
+        t2 = time.perf_counter()
+    finally:
+        if mon:
+            mon.__exit__(None, None, None)
+    first_n = len(first[next(iter(first))]) if isinstance(first, dict) else len(first[0])
+    out = {"patches": n, "seconds": t2 - t0, "first_batch_s": t1 - t0,
+           "rate": n / (t2 - t0), "steady_rate": (n - first_n) / max(t2 - t1, 1e-9)}
+    if mon:
+        out["peak_rss_mb"] = [round(v / 2**20, 1) for v in mon.peak.values()]
+        out["peak_uss_mb"] = [round(v / 2**20, 1) for v in mon.peak_uss.values()]
+    return out
+
+
+class ReadyDataset(torch.utils.data.IterableDataset):
+    """Yields ready arrays of the patch's size: the DataLoader's own cost
+    (batching, inter-process transfer), without reading anything."""
+
+    def __init__(self, n: int, shape: tuple[int, ...]) -> None:
+        self.n = n
+        self.shape = shape
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, k = (info.id, info.num_workers) if info else (0, 1)
+        src = np.ones(self.shape, dtype=np.uint8)
+        for _ in range(w * self.n // k, (w + 1) * self.n // k):
+            yield {"images": src.copy()}
+
+
+def run_direct(dataset) -> dict[str, float]:
+    """Iterate ``dataset`` in this process (no DataLoader)."""
+    t0 = time.perf_counter()
+    n = sum(1 for _ in dataset)
+    el = time.perf_counter() - t0
+    return {"patches": n, "seconds": el, "rate": n / el, "steady_rate": n / el}
+
+
+def best(runs: list[dict[str, Any]], key: str = "steady_rate") -> dict[str, Any]:
+    return max(runs, key=lambda r: r[key])
+
+
+# -- zarrdataset -------------------------------------------------------------------------
+
+_ZDS_SCRIPT = r'''
+import json, sys, time
+import torch
+import zarrdataset as zds
+from torch.utils.data import DataLoader
+
+path, patch, batch, workers, max_s = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+
+def make(shuffle):
+    sampler = zds.PatchSampler(patch_size=patch)
+    specs = [zds.ImagesDatasetSpecs(filenames=[path], data_group="0", source_axes="CYX")]
+    return zds.ZarrDataset(specs, patch_sampler=sampler, shuffle=shuffle)
+
+def timed(iterable, count):
+    t0 = time.perf_counter(); n = 0; first = None
+    for item in iterable:
+        n += count(item)
+        if first is None:
+            first = time.perf_counter() - t0
+        if time.perf_counter() - t0 > max_s:
+            break
+    el = time.perf_counter() - t0
+    return {"patches": n, "seconds": el, "rate": n / el, "first_s": first}
+
+out = {"zarrdataset": zds.__version__ if hasattr(zds, "__version__") else "0.2.2"}
+for shuffle in (False, True):
+    tag = "shuffled" if shuffle else "sequential"
+    out[f"direct_{tag}"] = timed(make(shuffle), lambda x: 1)
+    loader = DataLoader(make(shuffle), batch_size=batch, num_workers=workers,
+                        worker_init_fn=zds.zarrdataset_worker_init_fn)
+    out[f"loader_{tag}"] = timed(loader, lambda b: len(b[0]) if isinstance(b, (list, tuple)) else len(b))
+print("JSON" + json.dumps(out))
+'''
+
+
+def measure_zarrdataset(path: str, *, patch: int, batch: int, workers: int, max_s: float) -> dict:
+    """zarrdataset 0.2.2 in its own venv on the zarr v2 copy of the slide."""
+    sys.path.insert(0, HERE)
+    from zarrdataset_venv import run_in_venv
+
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
+        fh.write(_ZDS_SCRIPT)
+        script = fh.name
+    try:
+        done = run_in_venv(script, path, str(patch), str(batch), str(workers), str(max_s),
+                           timeout=3600)
+    finally:
+        os.remove(script)
+    for line in done.stdout.splitlines():
+        if line.startswith("JSON"):
+            return json.loads(line[4:])
+    raise RuntimeError(f"zarrdataset run failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+
+
+# -- main --------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description="PatchDataset throughput benchmark")
+    parser.add_argument("--size", type=int, default=16384, help="slide edge in pixels")
+    parser.add_argument("--chunk", type=int, default=512)
+    parser.add_argument("--patch", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--read-threads", type=int, default=4)
+    parser.add_argument("--chunk-buffer", type=int, default=16)
+    parser.add_argument("--slides", type=int, default=1000, help="images in the first-batch table")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
+    parser.add_argument("--no-zarrdataset", action="store_true", help="skip zarrdataset 0.2.2")
+    parser.add_argument("--zarrdataset-max-seconds", type=float, default=60.0)
+    parser.add_argument("--out", default=os.path.join(RESULTS, "loader.json"))
+    ns = parser.parse_args(argv)
+
+    from zarrdask.dataset import PatchDataset
+
+    path = ensure_slide(ns.size, ns.chunk)
+    per_chunk = (ns.chunk // ns.patch) ** 2
+    table = grid_table(path, ns.patch)
+    n_patches = len(table)
+    results: dict[str, Any] = {
+        "config": {**vars(ns), "slide": path, "patches": n_patches, "patches_per_chunk": per_chunk,
+                   "cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    limit, zarr_rate, ready, seq, shuf, direct = [], [], [], [], [], []
+    patch_shape = (3, ns.patch, ns.patch)
+    for _ in range(ns.repeat):  # interleaved, so a busy moment hits every measurement
+        limit.append(measure_limit(path, ns.workers) * per_chunk)
+        zarr_rate.append(measure_zarr(path, ns.workers, ns.chunk) * per_chunk)
+        ready.append(run_loader(ReadyDataset(n_patches, patch_shape), batch=ns.batch,
+                                workers=ns.workers, monitor=True))
+        seq.append(run_loader(PatchDataset(table, read_threads=ns.read_threads),
+                              batch=ns.batch, workers=ns.workers, monitor=True))
+        shuf.append(run_loader(PatchDataset(table, shuffle=True, chunk_buffer=ns.chunk_buffer,
+                                            read_threads=ns.read_threads),
+                               batch=ns.batch, workers=ns.workers, monitor=True))
+        direct.append(run_direct(PatchDataset(table, read_threads=ns.read_threads)))
+    results["limit_patches_per_s"] = max(limit)
+    results["zarr_python_patches_per_s"] = max(zarr_rate)
+    results["transport_ceiling_patches_per_s"] = best(ready)["steady_rate"]
+    results["sequential"] = best(seq)
+    results["shuffled"] = best(shuf)
+    results["direct_in_process"] = best(direct)
+    lim = results["limit_patches_per_s"]
+    ceiling = results["transport_ceiling_patches_per_s"]
+    # decode and transport share the same cores: their costs add up
+    results["combined_bound_patches_per_s"] = 1.0 / (1.0 / lim + 1.0 / ceiling)
+    results["all_runs"] = {"limit": limit, "zarr": zarr_rate,
+                           "transport": [r["steady_rate"] for r in ready],
+                           "sequential": [r["steady_rate"] for r in seq],
+                           "shuffled": [r["steady_rate"] for r in shuf],
+                           "direct": [r["rate"] for r in direct]}
+    results["transport_worker_peak_rss_mb"] = max(max(r.get("peak_rss_mb") or [0]) for r in ready)
+    results["transport_worker_peak_uss_mb"] = max(max(r.get("peak_uss_mb") or [0]) for r in ready)
+    results["peak_rss_mb_per_worker"] = max(max(r.get("peak_rss_mb") or [0]) for r in seq + shuf)
+    results["peak_uss_mb_per_worker"] = max(max(r.get("peak_uss_mb") or [0]) for r in seq + shuf)
+
+    # first batch from a table of many slides
+    t0 = time.perf_counter()
+    many = grid_table(path, ns.patch, n_images=ns.slides)
+    t_table = time.perf_counter() - t0
+    first = {}
+    for shuffle in (False, True):
+        t0 = time.perf_counter()
+        ds = PatchDataset(many, shuffle=shuffle, read_threads=ns.read_threads)
+        t_ds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        it = iter(torch.utils.data.DataLoader(ds, batch_size=ns.batch, num_workers=ns.workers))
+        next(it)
+        first["shuffled" if shuffle else "sequential"] = {
+            "dataset_s": t_ds, "first_batch_s": time.perf_counter() - t0}
+        del it
+    results["many_slides"] = {"slides": ns.slides, "rows": len(many), "table_s": t_table, **first}
+
+    if not ns.no_zarrdataset:
+        v2 = ensure_slide(ns.size, ns.chunk, zarr_format=2, levels=1)
+        table2 = grid_table(v2, ns.patch)
+        ours_v2 = best([run_loader(PatchDataset(table2, read_threads=ns.read_threads),
+                                   batch=ns.batch, workers=ns.workers) for _ in range(ns.repeat)])
+        results["sequential_v2"] = ours_v2
+        try:
+            results["zarrdataset"] = measure_zarrdataset(
+                v2, patch=ns.patch, batch=ns.batch, workers=ns.workers,
+                max_s=ns.zarrdataset_max_seconds)
+        except Exception as exc:  # report, do not lose the other figures
+            results["zarrdataset_error"] = str(exc)
+
+    results["ratios"] = {
+        "sequential/limit": results["sequential"]["steady_rate"] / lim,
+        "shuffled/sequential": results["shuffled"]["steady_rate"] / results["sequential"]["steady_rate"],
+        "transport_ceiling/limit": results["transport_ceiling_patches_per_s"] / lim,
+        "sequential/transport_ceiling": results["sequential"]["steady_rate"] / ceiling,
+        "sequential/combined_bound": results["sequential"]["steady_rate"] / results["combined_bound_patches_per_s"],
+        "direct_in_process/limit": results["direct_in_process"]["rate"] / lim,
+        "zarr_python/limit": results["zarr_python_patches_per_s"] / lim,
+    }
+    zd = results.get("zarrdataset")
+    if zd:
+        results["ratios"]["zarrdask_v2/zarrdataset_loader"] = (
+            results["sequential_v2"]["steady_rate"] / zd["loader_sequential"]["rate"])
+        results["ratios"]["zarrdask_v2/zarrdataset_direct"] = (
+            results["sequential_v2"]["steady_rate"] / zd["direct_sequential"]["rate"])
+    os.makedirs(os.path.dirname(ns.out), exist_ok=True)
+    with open(ns.out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print_table(results)
+    print(f"\nwritten {ns.out}")
+    return results
+
+
+def print_table(r: dict[str, Any]) -> None:
+    cfg = r["config"]
+    lim = r["limit_patches_per_s"]
+    rows = [
+        (f"decode limit (numcodecs, {cfg['workers']} procs)", lim, "1.00"),
+        (f"zarr-python arr[chunk] ({cfg['workers']} procs)", r["zarr_python_patches_per_s"],
+         f"{r['ratios']['zarr_python/limit']:.2f}"),
+        ("DataLoader transport ceiling", r["transport_ceiling_patches_per_s"],
+         f"{r['ratios']['transport_ceiling/limit']:.2f}"),
+        ("decode + transport bound (derived)", r["combined_bound_patches_per_s"],
+         f"{r['combined_bound_patches_per_s'] / lim:.2f}"),
+        ("PatchDataset in one process (no DataLoader)", r["direct_in_process"]["rate"],
+         f"{r['ratios']['direct_in_process/limit']:.2f}"),
+        ("PatchDataset sequential", r["sequential"]["steady_rate"],
+         f"{r['ratios']['sequential/limit']:.2f}"),
+        (f"PatchDataset shuffled (buffer {cfg['chunk_buffer']})", r["shuffled"]["steady_rate"],
+         f"{r['shuffled']['steady_rate'] / lim:.2f}"),
+    ]
+    if "sequential_v2" in r:
+        rows.append(("PatchDataset sequential, zarr v2 copy", r["sequential_v2"]["steady_rate"],
+                     f"{r['sequential_v2']['steady_rate'] / lim:.2f}"))
+    zd = r.get("zarrdataset")
+    if zd:
+        for key, label in (("direct_sequential", "zarrdataset 0.2.2 direct, sequential"),
+                           ("loader_sequential", "zarrdataset 0.2.2 DataLoader, sequential"),
+                           ("direct_shuffled", "zarrdataset 0.2.2 direct, shuffled"),
+                           ("loader_shuffled", "zarrdataset 0.2.2 DataLoader, shuffled")):
+            rows.append((label, zd[key]["rate"], f"{zd[key]['rate'] / lim:.2f}"))
+    print(f"\nslide {cfg['size']}² chunks {cfg['chunk']}² patches {cfg['patch']}² "
+          f"({cfg['patches']} patches, {cfg['patches_per_chunk']} per chunk), batch {cfg['batch']}, "
+          f"{cfg['workers']} workers, {cfg['cpus']} CPUs, best of {cfg['repeat']}")
+    print(f"{'measurement':45s} {'patches/s':>10s} {'/limit':>7s}")
+    for label, rate, ratio in rows:
+        print(f"{label:45s} {rate:10.0f} {ratio:>7s}")
+    ratios = r["ratios"]
+    print(f"\nsequential / limit            {ratios['sequential/limit']:.2f}  (target >= 0.90)")
+    print(f"shuffled / sequential         {ratios['shuffled/sequential']:.2f}  (target >= 0.80)")
+    print(f"sequential / transport ceiling {ratios['sequential/transport_ceiling']:.2f}")
+    print(f"sequential / combined bound   {ratios['sequential/combined_bound']:.2f}")
+    print(f"peak RSS per worker           {r['peak_rss_mb_per_worker']:.0f} MB (target <= 400; "
+          f"USS {r['peak_uss_mb_per_worker']:.0f} MB; a worker of the transport-ceiling run: "
+          f"RSS {r['transport_worker_peak_rss_mb']:.0f} MB, USS {r['transport_worker_peak_uss_mb']:.0f} MB)")
+    many = r["many_slides"]
+    print(f"first batch, {many['slides']} slides ({many['rows']} rows): sequential "
+          f"{many['sequential']['first_batch_s']:.2f} s, shuffled {many['shuffled']['first_batch_s']:.2f} s "
+          f"(target <= 1 s; dataset construction {many['sequential']['dataset_s']:.2f} s)")
+    for key in ("zarrdask_v2/zarrdataset_loader", "zarrdask_v2/zarrdataset_direct"):
+        if key in ratios:
+            print(f"{key:30s} {ratios[key]:.1f}x")
+    if "zarrdataset_error" in r:
+        print(f"zarrdataset: {r['zarrdataset_error'][:500]}")
+
+
+if __name__ == "__main__":
+    main()

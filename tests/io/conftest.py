@@ -1,0 +1,198 @@
+"""Real servers on 127.0.0.1 for the remote-source tests.
+
+* :func:`remote_files`: a local folder holding what the servers publish (zarr
+  v3 and v2 OME-NGFF slides, a TIFF and a PNG).
+* :func:`s3_server`: moto's S3 API server (a real HTTP server speaking the S3
+  protocol) with a bucket holding every file of :func:`remote_files`.
+* :func:`http_server`: a plain ``http.server`` serving that folder.
+* :func:`closed_port`: a loopback port where nothing listens.
+* :func:`silent_endpoint`: a loopback socket that accepts connections and
+  never answers.
+
+Credentials are fake and travel only through ``storage_options``; nothing is
+put in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+#: Fake credentials of the S3 server; the tests check they never leak.
+S3_KEY = "AKIAZARRDASKTESTKEY0"
+S3_SECRET = "zarrdask-s3cr3t-must-not-leak-9f3b"
+S3_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class RemoteFiles:
+    """The local originals of what the test servers publish.
+
+    Attributes
+    ----------
+    root : Path
+        Folder served (its relative paths are the S3 keys and URL paths).
+    tiff, png : numpy.ndarray
+        Pixels written to ``image.tif`` and ``image.png``.
+    """
+
+    root: Path
+    tiff: np.ndarray
+    png: np.ndarray
+
+    def local(self, name: str) -> str:
+        """Local path of ``name`` (e.g. ``"slide_v3.zarr"``)."""
+        return str(self.root / name)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running S3 API server and the bucket the tests read.
+
+    Attributes
+    ----------
+    endpoint_url : str
+        ``http://127.0.0.1:PORT``.
+    bucket : str
+        Bucket holding every file of :class:`RemoteFiles` under the same
+        relative path.
+    key, secret : str
+        The fake credentials (the tests check they never leak).
+    storage_options : dict
+        What ``open_image(..., storage_options=...)`` needs: endpoint and the
+        fake credentials.
+    """
+
+    endpoint_url: str
+    bucket: str
+    key: str
+    secret: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        """``s3://bucket/name``."""
+        return f"s3://{self.bucket}/{name}"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def remote_files(tmp_path_factory) -> RemoteFiles:
+    """Two small OME-NGFF slides (zarr v3 and v2, 512², chunks 128², 2 levels),
+    a 256² zarr v3 slide in a folder without the ``.zarr`` suffix
+    (``slide_plain``), a tiled RGB TIFF and an RGB PNG, written to one folder."""
+    import tifffile
+    from PIL import Image
+
+    from zarrdask.datasets import write_synthetic_slide
+
+    root = tmp_path_factory.mktemp("served")
+    write_synthetic_slide(root / "slide_v3.zarr", size=512, chunk=128, levels=2, seed=11,
+                          zarr_format=3)
+    write_synthetic_slide(root / "slide_v2.zarr", size=512, chunk=128, levels=2, seed=12,
+                          zarr_format=2)
+    # a store whose name does not say "zarr": found by its metadata documents
+    write_synthetic_slide(root / "slide_plain", size=256, chunk=128, levels=1, seed=13,
+                          zarr_format=3)
+    rng = np.random.default_rng(5)
+    tiff = rng.integers(0, 255, size=(96, 160, 3), dtype=np.uint8)
+    tifffile.imwrite(root / "image.tif", tiff, tile=(32, 32), photometric="rgb")
+    png = rng.integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
+    Image.fromarray(png).save(root / "image.png")
+    return RemoteFiles(root=root, tiff=tiff, png=png)
+
+
+@pytest.fixture(scope="session")
+def s3_server(remote_files: RemoteFiles) -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 with bucket ``zarrdask-test`` holding
+    every file of :func:`remote_files`; stopped after the session."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    # port 0: the kernel picks a free port, read back with get_host_and_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name=S3_REGION,
+            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+        )
+        bucket = "zarrdask-test"
+        client.create_bucket(Bucket=bucket)
+        for folder, _dirs, files in os.walk(remote_files.root):
+            for name in files:
+                full = Path(folder) / name
+                key = full.relative_to(remote_files.root).as_posix()
+                client.upload_file(str(full), bucket, key)
+        client.close()
+        yield S3Server(
+            endpoint_url=endpoint,
+            bucket=bucket,
+            key=S3_KEY,
+            secret=S3_SECRET,
+            storage_options={"endpoint_url": endpoint, "key": S3_KEY, "secret": S3_SECRET,
+                             "client_kwargs": {"region_name": S3_REGION}},
+        )
+    finally:
+        server.stop()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Static files, without a log line per request on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        pass
+
+
+@pytest.fixture(scope="session")
+def http_server(remote_files: RemoteFiles) -> Iterator[str]:
+    """``http://127.0.0.1:PORT``: a plain static HTTP server over
+    :func:`remote_files` (no listings that zarr could use, no S3 API)."""
+    handler = partial(_QuietHandler, directory=str(remote_files.root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="zarrdask-test-http",
+                              daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port with nothing listening (connections are refused)."""
+    return _free_port()
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a socket that completes TCP handshakes
+    (the kernel queues them) but never reads nor answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()

@@ -1,0 +1,3 @@
+"""The zarrdask version."""
+
+__version__ = "0.1.0"

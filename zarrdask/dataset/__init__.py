@@ -1,0 +1,15 @@
+"""The training side: a torch ``IterableDataset`` streaming patches from a
+coordinate table (see ``docs/dataset.md``).
+
+Modules: :mod:`~zarrdask.dataset.patch_dataset` (:class:`PatchDataset`),
+:mod:`~zarrdask.dataset.chunks` (direct chunk decoding and the chunk cache),
+:mod:`~zarrdask.dataset.boxes` (table rows to read boxes per modality) and
+:mod:`~zarrdask.dataset.sharding` (shares per rank and worker, chunk-aware
+shuffling, resume offsets, weighted sampling).
+"""
+
+from .chunks import ArraySource, ChunkCache, ChunkFetcher
+from .patch_dataset import PatchDataset
+from .sharding import ShardSpec
+
+__all__ = ["PatchDataset", "ArraySource", "ChunkCache", "ChunkFetcher", "ShardSpec"]
