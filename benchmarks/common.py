@@ -14,16 +14,19 @@ DATA = HERE / "data"
 RESULTS = HERE / "results"
 
 
-def ensure_slide(size: int, *, chunk: int = 512, seed: int = 0, name: str | None = None) -> str:
-    """Path of a synthetic OME-NGFF slide (Blosc-zstd), written once."""
+def ensure_slide(size: int, *, chunk: int = 512, seed: int = 0, levels: int | None = None,
+                 name: str | None = None) -> str:
+    """Path of a synthetic OME-NGFF 0.4 slide (zarr v2, Blosc-zstd, so that
+    zarrdataset 0.2.2 reads it too), written once."""
     from zarrdask.datasets import write_synthetic_slide
 
     DATA.mkdir(parents=True, exist_ok=True)
-    path = DATA / (name or f"slide_{size}_{chunk}_{seed}.zarr")
+    path = DATA / (name or f"slide_{size}_{chunk}_{seed}_{levels or 'all'}_v2.zarr")
     marker = path / ".complete"
     if not marker.exists():
         t0 = time.perf_counter()
-        write_synthetic_slide(path, size=size, chunk=chunk, seed=seed, compressor="zstd")
+        write_synthetic_slide(path, size=size, chunk=chunk, seed=seed, levels=levels,
+                              compressor="zstd", zarr_format=2)
         marker.write_text("ok")
         print(f"  wrote {path} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return str(path)

@@ -7,7 +7,6 @@ grids are computed as dask graphs into a coordinate table, and a torch
 
 from ._version import __version__
 from .axes import map_axes_order, select_axes
-from .dataset import PatchDataset
 from .errors import (
     AxesError,
     CorruptChunkError,
@@ -63,3 +62,13 @@ __all__ = [
     "RemoteAccessError",
     "CorruptChunkError",
 ]
+
+
+def __getattr__(name: str):
+    # The torch-based training side loads on first use, so preprocessing
+    # (and dask workers) never pay for importing torch.
+    if name == "PatchDataset":
+        from .dataset import PatchDataset
+
+        return PatchDataset
+    raise AttributeError(f"module 'zarrdask' has no attribute {name!r}")

@@ -136,3 +136,13 @@ def test_blue_noise_table_is_seeded_in_mask_and_non_overlapping(slide_v3):
     d = np.abs(pos[:, None, :] - pos[None, :, :]).max(axis=2)
     np.fill_diagonal(d, 10**9)
     assert d.min() >= 128
+
+
+def test_single_plane_stack_takes_a_2d_mask():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (1, 3, 1, 256, 256), dtype=np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[:8, :8] = True  # the top-left quarter: 128x128 image pixels
+    table = build_table({"source": img, "axes": "TCZYX"}, patch_size=64, masks=mask)
+    assert table.dims == ["z", "y", "x"] and table.patch_size == {"z": 1, "y": 64, "x": 64}
+    assert table.positions().tolist() == [[0, 0, 0], [0, 0, 64], [0, 64, 0], [0, 64, 64]]

@@ -315,12 +315,8 @@ def build_table(
         mask = _resolve_mask(mask_items[index], image, item, tissue_options or {})
         mask_task = mask_scale = mask_org = None
         if mask is not None:
-            from ..masks import mask_origin, mask_scale_factors
-
-            _check_mask_dims(mask, dims, index, item)
-            mask_scale = {d: float(v) for d, v in mask_scale_factors(mask, full).items()}
-            mask_org = {d: float(v) for d, v in mask_origin(mask, full).items()}
-            mask_task = dask.delayed(_mask_numpy)(mask.data, dask_key_name=f"mask-{table_hash[:16]}-{image_id}")
+            data, mask_scale, mask_org = _mask_for_grid(mask, full, dims, full_shape, index, item)
+            mask_task = dask.delayed(_mask_numpy)(data, dask_key_name=f"mask-{table_hash[:16]}-{image_id}")
         candidates = None
         if params["sampler"] == "blue-noise":
             from .bluenoise import blue_noise_starts
@@ -364,13 +360,29 @@ def build_table(
     return table
 
 
-def _check_mask_dims(mask: xr.DataArray, dims: Sequence[str], index: int, item: Any) -> None:
-    mdims = [d for d in mask.dims if d in SPATIAL_DIMS]
-    if set(mdims) != set(dims):
+def _mask_for_grid(mask: xr.DataArray, full: xr.DataArray, dims: Sequence[str],
+                   full_shape: Mapping[str, int], index: int, item: Any):
+    """The mask's dask array in the grid's dim order, with its scale and
+    origin per grid dim. Grid dims of size 1 that the mask lacks (a 2-D mask
+    of a single-plane ``z`` stack) are added with size 1."""
+    from ..masks import mask_origin, mask_scale_factors
+
+    mdims = [str(d) for d in mask.dims if d in SPATIAL_DIMS]
+    missing = [d for d in dims if d not in mdims]
+    extra = [d for d in mdims if d not in dims]
+    if extra or any(full_shape[d] != 1 for d in missing) or len(mdims) != mask.ndim:
         raise MaskError(
-            f"the mask of image {index} ({item_name(item)}) has spatial dims {mdims} but the "
-            f"grid runs over {list(dims)}; pass a mask with the image's spatial dims"
+            f"the mask of image {index} ({item_name(item)}) has dims {list(mask.dims)} but the "
+            f"grid runs over {list(dims)}; pass a mask with the image's spatial dims only"
         )
+    scale = {d: float(v) for d, v in mask_scale_factors(mask, full).items()}
+    origin = {d: float(v) for d, v in mask_origin(mask, full).items()}
+    data = mask.transpose(*[d for d in dims if d in mdims]).data
+    for axis, d in enumerate(dims):
+        if d in missing:
+            data = data[(slice(None),) * axis + (None,)]
+            scale[d], origin[d] = 1.0, 0.0
+    return data, scale, origin
 
 
 def _describe(mask_item: Any) -> Any:

@@ -267,6 +267,11 @@ def _array_dims(shape: tuple[int, ...], like: xr.DataArray, axes: Any, what: str
     squeeze = []
     while len(shape) - len(squeeze) > len(sdims) and shape[len(squeeze)] == 1:
         squeeze.append(len(squeeze))
+    # A mask of fewer dims fits an image whose leading spatial dims are single
+    # planes (a 2-D mask of a Z=1 stack): it names the trailing spatial dims.
+    lacking = sdims[: max(0, len(sdims) - len(shape))]
+    if lacking and all(like.sizes[d] == 1 for d in lacking):
+        return sdims[len(lacking):], None
     if len(shape) - len(squeeze) != len(sdims):
         raise MaskError(
             f"the {what} {source} has shape {tuple(shape)} ({len(shape)}-D) but the image "
@@ -338,6 +343,9 @@ def _prepare(mask: Any, like: xr.DataArray, axes: Any, what: str
         arr = arr.rename({d: str(d).lower() for d in arr.dims if str(d) != str(d).lower()})
     if not isinstance(arr.data, da.Array):
         arr = arr.copy(data=_lazy(arr.data))
+    single = [d for d in sdims if d not in spatial_dims(arr) and like.sizes[d] == 1]
+    if single:  # a 2-D mask of a single-plane stack
+        arr = arr.expand_dims({d: 1 for d in single})
     mdims = spatial_dims(arr)
     if set(mdims) != set(sdims):
         raise MaskError(
