@@ -65,7 +65,7 @@ class _Cluster:
 
 
 def _grid_table(args: argparse.Namespace, sources: list, client) -> object:
-    from .grid import build_table
+    from .grid.build import build_table
 
     masks = args.mask if args.mask not in (None, "none") else None
     tissue = {"mask_scale": args.mask_scale} if masks == "tissue" else None

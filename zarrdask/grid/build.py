@@ -270,7 +270,8 @@ def build_table(
     params = {
         "grid": grid.to_dict(), "sampler": "blue-noise" if sampler != "grid" else "grid",
         "seed": seed, "allow_overlap": bool(allow_overlap),
-        "tissue_options": dict(tissue_options or {}),
+        "tissue_options": _tissue_params(tissue_options) if "tissue" in [
+            m for m in mask_items if isinstance(m, str)] else {},
     }
 
     # -- metadata and hash (no pixel is read) --
@@ -358,6 +359,25 @@ def build_table(
     if cache is not None:
         table.to_parquet(cache)
     return table
+
+
+def _tissue_params(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Tissue-mask keywords with :func:`zarrdask.tissue_mask`'s defaults
+    filled in, so that spelling out a default does not change the hash."""
+    import inspect
+
+    from ..masks import tissue_mask
+
+    params = {name: p.default for name, p in inspect.signature(tissue_mask).parameters.items()
+              if p.kind is p.KEYWORD_ONLY and name in ("mask_scale", "min_size",
+                                                       "area_threshold", "thresh")}
+    unknown = set(options or {}) - set(params) - {"channel_dim", "axes", "data_group",
+                                                   "storage_options"}
+    if unknown:
+        raise GridParameterError(
+            f"tissue_options has unknown keys {sorted(unknown)}; use {sorted(params)}")
+    params.update({k: v for k, v in (options or {}).items() if k in params})
+    return params
 
 
 def _mask_for_grid(mask: xr.DataArray, full: xr.DataArray, dims: Sequence[str],
