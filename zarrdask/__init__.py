@@ -7,6 +7,18 @@ grids are computed as dask graphs into a coordinate table, and a torch
 
 from ._version import __version__
 from .axes import map_axes_order, select_axes
+from .compat import (
+    BlueNoisePatchSampler,
+    DatasetSpecs,
+    ImageBase,
+    ImageCollection,
+    ImageLoader,
+    ImagesDatasetSpecs,
+    LabelsDatasetSpecs,
+    MasksDatasetSpecs,
+    PatchSampler,
+    ToDtype,
+)
 from .errors import (
     AxesError,
     CorruptChunkError,
@@ -61,14 +73,38 @@ __all__ = [
     "RoiError",
     "RemoteAccessError",
     "CorruptChunkError",
+    # zarrdataset 0.2.2 compatibility layer (docs/differences.md)
+    "PatchSampler",
+    "BlueNoisePatchSampler",
+    "ImageBase",
+    "ImageLoader",
+    "ImageCollection",
+    "ToDtype",
+    "DatasetSpecs",
+    "ImagesDatasetSpecs",
+    "LabelsDatasetSpecs",
+    "MasksDatasetSpecs",
+    "ZarrDataset",
+    "zarrdataset_worker_init_fn",
+    "chained_zarrdataset_worker_init_fn",
 ]
 
+_TORCH_COMPAT_NAMES = (
+    "ZarrDataset",
+    "zarrdataset_worker_init_fn",
+    "chained_zarrdataset_worker_init_fn",
+)
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> object:
     # The torch-based training side loads on first use, so preprocessing
     # (and dask workers) never pay for importing torch.
     if name == "PatchDataset":
         from .dataset import PatchDataset
 
         return PatchDataset
+    if name in _TORCH_COMPAT_NAMES:
+        from .compat import zarrdataset
+
+        return getattr(zarrdataset, name)
     raise AttributeError(f"module 'zarrdask' has no attribute {name!r}")

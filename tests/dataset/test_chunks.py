@@ -110,6 +110,7 @@ def test_cache_is_bounded_in_bytes_and_least_recently_used_goes_first():
 @pytest.mark.parametrize("threads", [0, 2])
 def test_fetcher_assembles_straddling_boxes_and_decodes_each_chunk_once(slide3, pixels, threads):
     src = _source(slide3, "0")
+    src.remote = True  # local files are decoded on demand; exercise the threads
     full = pixels(slide3, 0)
     fetcher = ChunkFetcher(cache_bytes=64 * 2**20, threads=threads)
     box = ([0, 200, 240], [3, 300, 270])  # 4 chunks

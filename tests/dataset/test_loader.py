@@ -29,6 +29,7 @@ def two_slides(slide3, slide2, make_table):
     return make_table([slide3, slide2], patch=128, stride=96)
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("workers", [0, 1, 2, 3])
 def test_each_patch_once_per_epoch_for_any_number_of_workers(two_slides, workers, shuffle):
@@ -92,6 +93,7 @@ def test_shuffled_loader_order_is_seeded_and_changes_with_epoch(two_slides):
     assert second != first and sorted(second) == sorted(first)
 
 
+@pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")
 def test_resume_through_stateful_dataloader_with_two_workers(two_slides):
     from torchdata.stateful_dataloader import StatefulDataLoader
 

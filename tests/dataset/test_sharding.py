@@ -32,7 +32,7 @@ def _read(groups, shard, *, shuffle=False, even=False, seed=0, epoch=0, buffer=4
     rows, pos = shard_rows(groups, order, cum, start, stop)
     blocks = list(shard_order(rows, pos, shuffle=shuffle, buffer=buffer, seed=seed, epoch=epoch,
                               shard=shard, skip=skip))
-    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+    return rows[np.concatenate(blocks)] if blocks else np.zeros(0, dtype=np.int64)
 
 
 def test_group_rows_sorts_unordered_tables_stably():

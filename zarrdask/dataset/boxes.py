@@ -196,16 +196,6 @@ def modality_boxes(starts: np.ndarray, patch: Sequence[int], pad: Sequence[int],
     return start, size
 
 
-def full_box(geo: Geometry, start: Sequence[int], size: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Box over every stored dim: grid dims from ``start``/``size``, others whole."""
-    lo = [0] * len(geo.dims)
-    hi = list(geo.shape)
-    for k, axis in enumerate(geo.grid_axes):
-        lo[axis] = int(start[k])
-        hi[axis] = int(start[k]) + int(size[k])
-    return lo, hi
-
-
 def clip_box(lo: Sequence[int], hi: Sequence[int], valid_lo: Sequence[int],
              valid_hi: Sequence[int]) -> tuple[list[int], list[int], list[tuple[int, int]]] | None:
     """The readable part of a box and the padding around it.

@@ -270,8 +270,8 @@ class ArraySource:
 
     Notes
     -----
-    Pickles without open handles; ``decodes`` counts chunks decoded in this
-    process.
+    Pickles without open handles. ``remote`` tells whether reads go through
+    fsspec (prefetched on threads by :class:`ChunkFetcher`).
     """
 
     def __init__(self, *, name: str, shape: Sequence[int], chunks: Sequence[int], dtype: Any,
@@ -283,6 +283,9 @@ class ArraySource:
         self.recipe = recipe
         self.obj = obj
         self.direct = direct
+        location = getattr(recipe, "location", None) if obj is None else None
+        #: reads go through fsspec (a network store): worth prefetching on threads
+        self.remote = isinstance(location, str) and protocol_of(location) != "file"
         self._reader: Callable[[tuple], np.ndarray] | None = None
         self._lock = threading.Lock()
         self.mode: str | None = None
@@ -301,6 +304,11 @@ class ArraySource:
 
     def __repr__(self) -> str:
         return f"ArraySource({self.name!r}, shape={self.shape}, chunks={self.chunks}, mode={self.mode})"
+
+    @property
+    def chunk_grid(self) -> tuple[int, ...]:
+        """Number of chunks along each dim."""
+        return tuple(-(-n // c) for n, c in zip(self.shape, self.chunks, strict=True))
 
     def reset(self) -> None:
         """Forget the opened handles (after a fork: reopen in this process)."""
@@ -436,6 +444,13 @@ class ChunkCache:
             self._items[key] = arr
             self.nbytes += size
 
+    def pop(self, key: Any) -> None:
+        """Drop one chunk if cached."""
+        with self._lock:
+            arr = self._items.pop(key, None)
+            if arr is not None:
+                self.nbytes -= int(arr.nbytes)
+
     def clear(self) -> None:
         """Drop every chunk."""
         with self._lock:
@@ -453,8 +468,11 @@ class ChunkFetcher:
     cache_bytes : int
         Capacity of the decoded-chunk cache.
     threads : int
-        Threads that decode chunks ahead of use (0: decode on demand in the
-        calling thread).
+        Threads that fetch and decode chunks of remote sources ahead of use
+        (0: decode on demand in the calling thread). Chunks of local and
+        in-memory sources are always decoded on demand: with one DataLoader
+        worker per core, extra decoding threads only compete for the same
+        cores (measured slower).
 
     Attributes
     ----------
@@ -489,10 +507,14 @@ class ChunkFetcher:
             self._inflight.pop(key, None)
         return arr
 
+    def release(self, uid: Any, idx: tuple[int, ...]) -> None:
+        """Drop a chunk from the cache (no reader needs it any more)."""
+        self.cache.pop((uid, idx))
+
     def prefetch(self, uid: Any, source: ArraySource, idx: tuple[int, ...]) -> bool:
-        """Start decoding a chunk in the background unless it is cached or
-        already on its way; True when a decode was started."""
-        if self.pool is None:
+        """Start fetching and decoding a remote chunk in the background
+        unless it is cached or already on its way; True when started."""
+        if self.pool is None or not source.remote:
             return False
         key = (uid, idx)
         with self._lock:

@@ -232,7 +232,7 @@ def shard_rows(groups: ChunkGroups, order: np.ndarray, cum: np.ndarray, start: i
     offset = 0
     seg_start = start
     while seg_start < stop:
-        lap, a = divmod(seg_start, total)
+        a = seg_start % total
         b = min(total, a + (stop - seg_start))
         g0 = int(np.searchsorted(cum, a, side="right")) - 1
         g1 = int(np.searchsorted(cum, b, side="left"))
@@ -245,7 +245,6 @@ def shard_rows(groups: ChunkGroups, order: np.ndarray, cum: np.ndarray, start: i
         pos_parts.append(seq_group[keep] - g0 + offset)
         offset = int(pos_parts[-1][-1]) + 1
         seg_start += b - a
-        del lap
     return np.concatenate(rows_parts), np.concatenate(pos_parts)
 
 
@@ -271,7 +270,7 @@ def shuffled_blocks(rows: np.ndarray, group_pos: np.ndarray, *, buffer: int,
     Yields
     ------
     (k,) int64 array
-        The next rows.
+        Positions (indices into ``rows``) of the next rows.
     """
     n = len(rows)
     if n == 0:
@@ -293,7 +292,7 @@ def shuffled_blocks(rows: np.ndarray, group_pos: np.ndarray, *, buffer: int,
             done += count
             continue
         sel = sel[np.argsort(window[sel], kind="stable")]
-        block = rows[lo + sel]
+        block = lo + sel
         if skip > done:
             block = block[skip - done:]
         done += count
@@ -308,10 +307,15 @@ def shard_order(rows: np.ndarray, group_pos: np.ndarray, *, shuffle: bool, buffe
 
     Sequential order without ``shuffle``; else :func:`shuffled_blocks`
     seeded by ``(seed, epoch, rank, worker)``.
+
+    Yields
+    ------
+    (k,) int64 array
+        Positions (indices into ``rows`` and ``group_pos``) of the next rows.
     """
     if shuffle:
         rng = _rng(seed, epoch, 2, shard.rank, shard.worker)
         yield from shuffled_blocks(rows, group_pos, buffer=buffer, rng=rng, skip=skip)
         return
     for start in range(int(skip), len(rows), block):
-        yield rows[start:start + block]
+        yield np.arange(start, min(start + block, len(rows)), dtype=np.int64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 from ..errors import CorruptChunkError
 from .location import is_remote, redact_options, remote_error
 
-__all__ = ["ArrayRecipe", "LazyArray"]
+__all__ = ["ArrayRecipe", "LazyArray", "open_cached", "clear_open_cache"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +122,44 @@ def _is_access_failure(exc: BaseException) -> bool:
     return module in ("aiohttp", "botocore", "aiobotocore", "s3fs", "fsspec", "requests")
 
 
+_OPEN_CACHE: OrderedDict[tuple, Any] = OrderedDict()
+_OPEN_CACHE_SIZE = 128
+_OPEN_CACHE_LOCK = threading.Lock()
+
+
+def open_cached(recipe: ArrayRecipe) -> Any:
+    """``recipe.open()``, reusing the array this process already opened.
+
+    Every dask task of an image carries its own unpickled copy of the
+    image's :class:`LazyArray`; without this cache each task on a worker
+    would reopen the store and read its metadata again. Keyed by process,
+    reader, location, key and storage options; in-memory sources are not
+    cached (they need no opening). At most 128 arrays are kept, least
+    recently used first out; :func:`clear_open_cache` empties it.
+    """
+    if recipe.location is None:
+        return recipe.open()
+    options = sorted((str(k), repr(v)) for k, v in dict(recipe.storage_options).items())
+    key = (os.getpid(), recipe.reader, recipe.location, recipe.key, tuple(options))
+    with _OPEN_CACHE_LOCK:
+        if key in _OPEN_CACHE:
+            _OPEN_CACHE.move_to_end(key)
+            return _OPEN_CACHE[key]
+    array = recipe.open()
+    with _OPEN_CACHE_LOCK:
+        _OPEN_CACHE[key] = array
+        while len(_OPEN_CACHE) > _OPEN_CACHE_SIZE:
+            _OPEN_CACHE.popitem(last=False)
+    return array
+
+
+def clear_open_cache() -> None:
+    """Forget every array opened by :func:`open_cached` (e.g. after a store
+    was rewritten with a new shape)."""
+    with _OPEN_CACHE_LOCK:
+        _OPEN_CACHE.clear()
+
+
 def _same_object(a: Any, b: Any) -> bool:
     """Whether two in-memory sources of recipes are the same data: the same
     object, or equal zarr stores (stores compare by location)."""
@@ -210,7 +249,7 @@ class LazyArray:
         if self._array is None or self._pid != os.getpid():
             with self._lock:
                 if self._array is None or self._pid != os.getpid():
-                    self._array = self.recipe.open()
+                    self._array = open_cached(self.recipe)
                     self._pid = os.getpid()
         return self._array
 
