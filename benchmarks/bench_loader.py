@@ -4,6 +4,7 @@ Run::
 
     python benchmarks/bench_loader.py                 # 16384² slide (writes it once, ~40 s)
     python benchmarks/bench_loader.py --size 4096     # smaller, quicker
+    python benchmarks/bench_loader.py --quick          # smoke run
     python benchmarks/bench_loader.py --no-zarrdataset
 
 On a synthetic RGB slide (chunks 512², Blosc-zstd) with a table of every
@@ -36,6 +37,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import threading
@@ -102,6 +104,39 @@ def grid_table(path: str, patch: int, n_images: int = 1):
     return PatchTable(frame, meta)
 
 
+def ensure_tiled_slide(path: str, factor: int) -> str:
+    """A slide ``factor`` times larger per side than level 0 of ``path``,
+    made of hard links to its chunk files (no extra disk space): a zarr v3
+    array whose chunk ``(c, i, j)`` is the source's ``(c, i % n, j % n)``.
+
+    Used to show that a worker's memory does not grow with the slide."""
+    src = os.path.join(path, "0")
+    with open(os.path.join(src, "zarr.json")) as fh:
+        meta = json.load(fh)
+    if (meta.get("chunk_key_encoding", {}).get("configuration") or {}).get("separator", "/") != "/":
+        raise ValueError(f"{src}: expected '/'-separated chunk keys")
+    channels, h, w = meta["shape"]
+    cc, ch, cw = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    ny, nx = h // ch, w // cw
+    out = os.path.join(DATA, f"{os.path.basename(path).removesuffix('.zarr')}_x{factor}.zarr")
+    done = os.path.join(out, "zarr.json")
+    if os.path.exists(done):
+        return out
+    print(f"linking {out} (once) ...", flush=True)
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted earlier attempt
+    for c in range(math.ceil(channels / cc)):
+        for i in range(ny * factor):
+            row = os.path.join(out, "c", str(c), str(i))
+            os.makedirs(row, exist_ok=True)
+            for j in range(nx * factor):
+                os.link(os.path.join(src, "c", str(c), str(i % ny), str(j % nx)), os.path.join(row, str(j)))
+    meta["shape"] = [meta["shape"][0], h * factor, w * factor]
+    with open(done + ".tmp", "w") as fh:
+        json.dump(meta, fh)
+    os.replace(done + ".tmp", done)  # written last: a partial folder is redone
+    return out
+
+
 # -- the limit and zarr-python ---------------------------------------------------------
 
 def _chunk_keys(path: str) -> tuple[list[str], str]:
@@ -155,10 +190,11 @@ def _split(items: list, parts: int) -> list[list]:
     return [items[k * len(items) // parts:(k + 1) * len(items) // parts] for k in range(parts)]
 
 
-def measure_limit(path: str, procs: int) -> float:
+def measure_limit(path: str, procs: int, passes: int = 1) -> float:
     """Chunks decoded per second by ``procs`` processes reading files and
-    calling numcodecs directly."""
+    calling numcodecs directly (every chunk ``passes`` times)."""
     keys, array = _chunk_keys(path)
+    keys = keys * passes
     with mp.get_context("fork").Pool(procs) as pool:
         pool.map(_decode_keys, [(array, keys[:2])] * procs)  # warm the pool
         t0 = time.perf_counter()
@@ -166,13 +202,15 @@ def measure_limit(path: str, procs: int) -> float:
         return len(keys) / (time.perf_counter() - t0)
 
 
-def measure_zarr(path: str, procs: int, chunk: int) -> float:
-    """Chunks per second read with zarr-python (``arr[chunk slices]``)."""
+def measure_zarr(path: str, procs: int, chunk: int, passes: int = 1) -> float:
+    """Chunks per second read with zarr-python (``arr[chunk slices]``),
+    every chunk ``passes`` times."""
     import zarr
 
     array = os.path.join(path, "0")
     shape = zarr.open_array(array, mode="r").shape
     blocks = [(i, j) for i in range(math.ceil(shape[1] / chunk)) for j in range(math.ceil(shape[2] / chunk))]
+    blocks = blocks * passes
     with mp.get_context("spawn").Pool(procs) as pool:  # zarr's event loop does not survive fork
         pool.map(_zarr_keys, [(array, blocks[:1], chunk)] * procs)
         t0 = time.perf_counter()
@@ -220,9 +258,23 @@ class _RssMonitor:
         self._thread.join()
 
 
-def run_loader(dataset, *, batch: int, workers: int, monitor: bool = False) -> dict[str, float]:
+def batch_len(batch: Any) -> int:
+    """Patches in a collated batch: a tensor (zarrdataset's single modality),
+    a dict of modalities (PatchDataset) or a tuple of modalities."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, dict):
+        return batch_len(next(iter(batch.values())))
+    if isinstance(batch, list | tuple):
+        return batch_len(batch[0])
+    return len(batch)
+
+
+def run_loader(dataset, *, batch: int, workers: int, monitor: bool = False,
+               worker_init_fn: Any = None) -> dict[str, float]:
     """Iterate a DataLoader over ``dataset`` once."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers,
+                                         worker_init_fn=worker_init_fn)
     mon = _RssMonitor() if monitor else None
     if mon:
         mon.__enter__()
@@ -231,14 +283,13 @@ def run_loader(dataset, *, batch: int, workers: int, monitor: bool = False) -> d
         it = iter(loader)
         first = next(it)
         t1 = time.perf_counter()
-        n = len(first[next(iter(first))]) if isinstance(first, dict) else len(first[0])
+        n = first_n = batch_len(first)
         for b in it:
-            n += len(b[next(iter(b))]) if isinstance(b, dict) else len(b[0])
+            n += batch_len(b)
         t2 = time.perf_counter()
     finally:
         if mon:
             mon.__exit__(None, None, None)
-    first_n = len(first[next(iter(first))]) if isinstance(first, dict) else len(first[0])
     out = {"patches": n, "seconds": t2 - t0, "first_batch_s": t1 - t0,
            "rate": n / (t2 - t0), "steady_rate": (n - first_n) / max(t2 - t1, 1e-9)}
     if mon:
@@ -261,6 +312,15 @@ class ReadyDataset(torch.utils.data.IterableDataset):
         src = np.ones(self.shape, dtype=np.uint8)
         for _ in range(w * self.n // k, (w + 1) * self.n // k):
             yield {"images": src.copy()}
+
+
+def compat_dataset(path: str, patch: int, passes: int = 1):
+    """zarrdataset user code, unchanged, on zarrdask's engine (the slide
+    listed ``passes`` times, as in the PatchDataset runs)."""
+    import zarrdask as zds
+
+    specs = [zds.ImagesDatasetSpecs(filenames=[path] * passes, data_group="0", source_axes="CYX")]
+    return zds.ZarrDataset(specs, patch_sampler=zds.PatchSampler(patch_size=patch), shuffle=False)
 
 
 def run_direct(dataset) -> dict[str, float]:
@@ -342,28 +402,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--read-threads", type=int, default=4)
     parser.add_argument("--chunk-buffer", type=int, default=16)
+    parser.add_argument("--passes", type=int, default=3,
+                        help="passes over the slide in each timed run (the table lists it this many times)")
     parser.add_argument("--slides", type=int, default=1000, help="images in the first-batch table")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
     parser.add_argument("--no-zarrdataset", action="store_true", help="skip zarrdataset 0.2.2")
     parser.add_argument("--zarrdataset-max-seconds", type=float, default=60.0)
+    parser.add_argument("--large-factor", type=int, default=4,
+                        help="memory check on a slide this many times larger per side (0: skip)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 4096² slide, one repeat, 100 slides, no zarrdataset")
     parser.add_argument("--out", default=os.path.join(RESULTS, "loader.json"))
     ns = parser.parse_args(argv)
+    if ns.quick:
+        ns.size, ns.repeat, ns.slides, ns.no_zarrdataset, ns.large_factor = 4096, 1, 100, True, 2
+        ns.passes = 1
 
     from zarrdask.dataset import PatchDataset
 
     path = ensure_slide(ns.size, ns.chunk)
     per_chunk = (ns.chunk // ns.patch) ** 2
-    table = grid_table(path, ns.patch)
+    # the slide listed ``passes`` times: longer runs, steadier figures
+    table = grid_table(path, ns.patch, n_images=ns.passes)
     n_patches = len(table)
     results: dict[str, Any] = {
         "config": {**vars(ns), "slide": path, "patches": n_patches, "patches_per_chunk": per_chunk,
                    "cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    limit, zarr_rate, ready, seq, shuf, direct = [], [], [], [], [], []
+    import zarrdask as zds
+
+    limit, zarr_rate, ready, seq, shuf, direct, compat = [], [], [], [], [], [], []
     patch_shape = (3, ns.patch, ns.patch)
     for _ in range(ns.repeat):  # interleaved, so a busy moment hits every measurement
-        limit.append(measure_limit(path, ns.workers) * per_chunk)
-        zarr_rate.append(measure_zarr(path, ns.workers, ns.chunk) * per_chunk)
+        limit.append(measure_limit(path, ns.workers, ns.passes) * per_chunk)
+        zarr_rate.append(measure_zarr(path, ns.workers, ns.chunk, ns.passes) * per_chunk)
         ready.append(run_loader(ReadyDataset(n_patches, patch_shape), batch=ns.batch,
                                 workers=ns.workers, monitor=True))
         seq.append(run_loader(PatchDataset(table, read_threads=ns.read_threads),
@@ -372,12 +444,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                             read_threads=ns.read_threads),
                                batch=ns.batch, workers=ns.workers, monitor=True))
         direct.append(run_direct(PatchDataset(table, read_threads=ns.read_threads)))
+        compat.append(run_loader(compat_dataset(path, ns.patch, ns.passes), batch=ns.batch, workers=ns.workers,
+                                 monitor=True, worker_init_fn=zds.zarrdataset_worker_init_fn))
     results["limit_patches_per_s"] = max(limit)
     results["zarr_python_patches_per_s"] = max(zarr_rate)
     results["transport_ceiling_patches_per_s"] = best(ready)["steady_rate"]
     results["sequential"] = best(seq)
     results["shuffled"] = best(shuf)
     results["direct_in_process"] = best(direct)
+    results["compat_sequential"] = best(compat)
     lim = results["limit_patches_per_s"]
     ceiling = results["transport_ceiling_patches_per_s"]
     # decode and transport share the same cores: their costs add up
@@ -386,11 +461,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "transport": [r["steady_rate"] for r in ready],
                            "sequential": [r["steady_rate"] for r in seq],
                            "shuffled": [r["steady_rate"] for r in shuf],
-                           "direct": [r["rate"] for r in direct]}
+                           "direct": [r["rate"] for r in direct],
+                           "compat": [r["steady_rate"] for r in compat]}
     results["transport_worker_peak_rss_mb"] = max(max(r.get("peak_rss_mb") or [0]) for r in ready)
     results["transport_worker_peak_uss_mb"] = max(max(r.get("peak_uss_mb") or [0]) for r in ready)
     results["peak_rss_mb_per_worker"] = max(max(r.get("peak_rss_mb") or [0]) for r in seq + shuf)
     results["peak_uss_mb_per_worker"] = max(max(r.get("peak_uss_mb") or [0]) for r in seq + shuf)
+
+    if ns.large_factor > 1:  # a worker's memory must not grow with the slide
+        large = ensure_tiled_slide(path, ns.large_factor)
+        large_table = grid_table(large, ns.patch)
+        run = run_loader(PatchDataset(large_table, read_threads=ns.read_threads),
+                         batch=ns.batch, workers=ns.workers, monitor=True)
+        small_peak = max(max(r.get("peak_rss_mb") or [0]) for r in seq)
+        results["large_slide"] = {
+            "size": ns.size * ns.large_factor, "patches": len(large_table),
+            "steady_rate": run["steady_rate"], "peak_rss_mb": run.get("peak_rss_mb"),
+            "peak_uss_mb": run.get("peak_uss_mb"),
+            "peak_rss_mb_per_worker": max(run.get("peak_rss_mb") or [0]),
+            "small_slide_peak_rss_mb_per_worker": small_peak,
+        }
 
     # first batch from a table of many slides
     t0 = time.perf_counter()
@@ -430,7 +520,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sequential/combined_bound": results["sequential"]["steady_rate"] / results["combined_bound_patches_per_s"],
         "direct_in_process/limit": results["direct_in_process"]["rate"] / lim,
         "zarr_python/limit": results["zarr_python_patches_per_s"] / lim,
+        "compat/sequential": results["compat_sequential"]["steady_rate"] / results["sequential"]["steady_rate"],
     }
+    if "large_slide" in results:
+        big = results["large_slide"]
+        results["ratios"]["peak_rss_large/small"] = (
+            big["peak_rss_mb_per_worker"] / big["small_slide_peak_rss_mb_per_worker"])
     zd = results.get("zarrdataset")
     if zd:
         results["ratios"]["zarrdask_v2/zarrdataset_loader"] = (
@@ -463,6 +558,8 @@ def print_table(r: dict[str, Any]) -> None:
         (f"PatchDataset shuffled (buffer {cfg['chunk_buffer']})", r["shuffled"]["steady_rate"],
          f"{r['shuffled']['steady_rate'] / lim:.2f}"),
     ]
+    rows.append(("zarrdask.ZarrDataset (compat) sequential", r["compat_sequential"]["steady_rate"],
+                 f"{r['compat_sequential']['steady_rate'] / lim:.2f}"))
     if "sequential_v2" in r:
         rows.append(("PatchDataset sequential, zarr v2 copy", r["sequential_v2"]["steady_rate"],
                      f"{r['sequential_v2']['steady_rate'] / lim:.2f}"))
@@ -474,7 +571,7 @@ def print_table(r: dict[str, Any]) -> None:
                            ("loader_shuffled", "zarrdataset 0.2.2 DataLoader, shuffled")):
             rows.append((label, zd[key]["rate"], f"{zd[key]['rate'] / lim:.2f}"))
     print(f"\nslide {cfg['size']}² chunks {cfg['chunk']}² patches {cfg['patch']}² "
-          f"({cfg['patches']} patches, {cfg['patches_per_chunk']} per chunk), batch {cfg['batch']}, "
+          f"({cfg['passes']} passes, {cfg['patches']} patches, {cfg['patches_per_chunk']} per chunk), batch {cfg['batch']}, "
           f"{cfg['workers']} workers, {cfg['cpus']} CPUs, best of {cfg['repeat']}")
     print(f"{'measurement':45s} {'patches/s':>10s} {'/limit':>7s}")
     for label, rate, ratio in rows:
@@ -487,6 +584,12 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"peak RSS per worker           {r['peak_rss_mb_per_worker']:.0f} MB (target <= 400; "
           f"USS {r['peak_uss_mb_per_worker']:.0f} MB; a worker of the transport-ceiling run: "
           f"RSS {r['transport_worker_peak_rss_mb']:.0f} MB, USS {r['transport_worker_peak_uss_mb']:.0f} MB)")
+    print(f"compat / PatchDataset sequential {ratios['compat/sequential']:.2f}  (target >= 0.80)")
+    if "large_slide" in r:
+        big = r["large_slide"]
+        print(f"peak RSS per worker, {big['size']}² slide ({big['patches']} patches) "
+              f"{big['peak_rss_mb_per_worker']:.0f} MB vs {big['small_slide_peak_rss_mb_per_worker']:.0f} MB "
+              f"on {cfg['size']}²: ratio {ratios['peak_rss_large/small']:.2f}  (target: the same, <= 400 MB)")
     many = r["many_slides"]
     print(f"first batch, {many['slides']} slides ({many['rows']} rows): sequential "
           f"{many['sequential']['first_batch_s']:.2f} s, shuffled {many['shuffled']['first_batch_s']:.2f} s "
