@@ -146,3 +146,26 @@ def test_single_plane_stack_takes_a_2d_mask():
     table = build_table({"source": img, "axes": "TCZYX"}, patch_size=64, masks=mask)
     assert table.dims == ["z", "y", "x"] and table.patch_size == {"z": 1, "y": 64, "x": 64}
     assert table.positions().tolist() == [[0, 0, 0], [0, 0, 64], [0, 64, 0], [0, 64, 64]]
+
+
+@pytest.mark.parametrize("shape,chunks,per_task", [
+    ({"y": 4096, "x": 4096}, {"y": 512, "x": 512}, 16),
+    ({"y": 1000, "x": 7000}, {"y": 256, "x": 256}, 5),
+    ({"z": 3, "y": 700, "x": 300}, {"z": 1, "y": 128, "x": 100}, 7),
+    ({"x": 999}, {"x": 10}, 4),
+])
+def test_task_boxes_partition_the_image_into_runs_of_chunks(shape, chunks, per_task):
+    """Grid task boxes cover every pixel once, hold at most ``per_task``
+    chunks, and short rows of chunks are grouped (4096² in 512²: 4 tasks)."""
+    from zarrdask.grid.build import _task_boxes, expected_tasks
+
+    dims = list(shape)
+    boxes = _task_boxes({d: 0 for d in dims}, shape, chunks, dims, per_task)
+    assert len(boxes) == expected_tasks(shape, chunks, per_task)
+    seen = np.zeros([shape[d] for d in dims], dtype=int)
+    for start, stop in boxes:
+        seen[tuple(slice(start[d], stop[d]) for d in dims)] += 1
+        assert np.prod([-(-(stop[d] - start[d]) // chunks[d]) for d in dims]) <= per_task
+    assert (seen == 1).all()
+    if shape == {"y": 4096, "x": 4096}:
+        assert len(boxes) == 4

@@ -26,6 +26,7 @@ from zarrdask.masks import (
     tissue_mask,
     tissue_threshold,
 )
+from zarrdask.masks.tissue import fused_layers
 
 SIZE, CHUNK, LEVELS, SEED, COVERAGE = 2048, 256, 4, 7, 0.35
 
@@ -209,7 +210,7 @@ def test_graph_references_only_the_chosen_level(slide):
     levels = [tree[name]["image"] for name in tree.attrs["levels"]]
     for scale, chosen in ((1 / 16, 3), (1 / 8, 3), (1 / 7.3, 2), (1 / 3, 1), (1.0, 0)):
         mask = tissue_mask(tree, mask_scale=scale)
-        layers = set(mask.data.__dask_graph__().layers)
+        layers = fused_layers(mask.data)  # also inside the per-block fused tasks
         used = [i for i, lv in enumerate(levels) if lv.data.name in layers]
         assert used == [chosen], f"mask_scale={scale}: read levels {used}, expected {chosen}"
         assert mask.shape == (round(SIZE * scale),) * 2
@@ -317,3 +318,41 @@ def test_area_resampling_is_the_block_mean_and_conserves_the_mean():
     np.testing.assert_allclose(lazy.compute(), resample_area(tall, (13, 4)))
     # a constant image stays constant, whatever the factor
     np.testing.assert_allclose(resample_area(np.full((10, 7), 3.0), (4, 9)), 3.0)
+
+
+def test_grey_reduction_runs_as_one_task_per_block(tmp_path, monkeypatch):
+    """A single-level slide (64 storage chunks) at 1/16: the grey level and
+    its reduction are one fused task (not one per chunk); smaller blocks
+    split it into chunk-aligned tasks with the same mask and threshold."""
+    from zarrdask.masks import tissue as tissue_module
+
+    path = write_synthetic_slide(tmp_path / "one.zarr", size=1024, chunk=128, levels=1, seed=2)
+
+    def grey_tasks(mask):
+        layers = mask.data.__dask_graph__().layers
+        names = [name for name in layers if str(name).startswith("tissue-grey-")]
+        assert len(names) == 1
+        return len(layers[names[0]])
+
+    whole = tissue_mask(path, mask_scale=1 / 16)
+    assert whole.attrs["level"] == 0 and grey_tasks(whole) == 1
+    # about 4 storage chunks of input per task: 16 tasks
+    monkeypatch.setattr(tissue_module, "_TASK_PIXELS", 4 * 128 * 128)
+    split = tissue_mask(path, mask_scale=1 / 16)
+    assert grey_tasks(split) == 16
+    np.testing.assert_array_equal(split.values, whole.values)
+    assert whole.values.any() and tissue_threshold(split) == tissue_threshold(whole)
+
+
+def test_grey_level_matches_the_numpy_core():
+    """The chunked luminance equals the float64 dot of the numpy core."""
+    from zarrdask.masks.tissue import LUMINANCE, _grey_level
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    image = xr.DataArray(dask.array.from_array(pixels, chunks=(16, 16, 3)), dims=("y", "x", "c"))
+    grey = _grey_level(image, "c", ["y", "x"]).values
+    np.testing.assert_allclose(grey, pixels.astype(np.float64) @ LUMINANCE, rtol=0, atol=1e-12)
+    # channels in separate chunks are merged first
+    split = xr.DataArray(dask.array.from_array(pixels, chunks=(16, 16, 1)), dims=("y", "x", "c"))
+    np.testing.assert_array_equal(_grey_level(split, "c", ["y", "x"]).values, grey)

@@ -98,25 +98,31 @@ def _mask_numpy(mask: Any) -> np.ndarray:
 
 def _task_boxes(roi_start: dict, roi_stop: dict, chunk_shape: dict, dims: Sequence[str],
                 chunks_per_task: int) -> list[tuple[dict, dict]]:
-    """Boxes of runs of up to ``chunks_per_task`` chunks along the last dim,
-    covering the ROI, in row-major chunk order."""
+    """Boxes of up to ``chunks_per_task`` chunks covering the ROI, in
+    row-major chunk order: runs along the last dim, or, when a whole row of
+    chunks is shorter than that, blocks of whole rows (so a 4096² image in
+    512² chunks is 4 tasks of 16 chunks at the default, not 8 of 8)."""
     ranges = []
     for d in dims:
         c = chunk_shape[d]
         ranges.append(range(roi_start[d] // c, (roi_stop[d] - 1) // c + 1))
+    n_last = len(ranges[-1])
+    rows = max(1, chunks_per_task // n_last) if len(dims) > 1 else 1
+    # runs of chunk indices per dim: the last dim in runs of chunks_per_task,
+    # the one before in blocks of ``rows``, the others one by one
+    runs = [[(i, i + 1) for i in r] for r in ranges]
+    runs[-1] = [(j, min(j + chunks_per_task, ranges[-1].stop))
+                for j in range(ranges[-1].start, ranges[-1].stop, chunks_per_task)]
+    if len(dims) > 1:
+        r = ranges[-2]
+        runs[-2] = [(i, min(i + rows, r.stop)) for i in range(r.start, r.stop, rows)]
     boxes = []
-    *outer, last = dims
-    last_range = ranges[-1]
-    for idx in itertools.product(*ranges[:-1]):
-        for j in range(last_range.start, last_range.stop, chunks_per_task):
-            j_stop = min(j + chunks_per_task, last_range.stop)
-            start, stop = {}, {}
-            for d, i in zip(outer, idx, strict=True):
-                start[d] = max(i * chunk_shape[d], roi_start[d])
-                stop[d] = min((i + 1) * chunk_shape[d], roi_stop[d])
-            start[last] = max(j * chunk_shape[last], roi_start[last])
-            stop[last] = min(j_stop * chunk_shape[last], roi_stop[last])
-            boxes.append((start, stop))
+    for idx in itertools.product(*runs):
+        start, stop = {}, {}
+        for d, (i0, i1) in zip(dims, idx, strict=True):
+            start[d] = max(i0 * chunk_shape[d], roi_start[d])
+            stop[d] = min(i1 * chunk_shape[d], roi_stop[d])
+        boxes.append((start, stop))
     return boxes
 
 
@@ -484,7 +490,9 @@ def _assemble(parts: list[dict], dims: Sequence[str]) -> pd.DataFrame:
 def expected_tasks(shape: Mapping[str, int], chunks: Mapping[str, int], chunks_per_task: int) -> int:
     """Number of grid tasks for one image (for progress estimates and tests)."""
     dims = list(shape)
-    n = 1
-    for d in dims[:-1]:
-        n *= math.ceil(shape[d] / chunks[d])
-    return n * math.ceil(math.ceil(shape[dims[-1]] / chunks[dims[-1]]) / chunks_per_task)
+    grid = [math.ceil(shape[d] / chunks[d]) for d in dims]
+    n = math.ceil(grid[-1] / chunks_per_task)
+    if len(dims) > 1:
+        rows = max(1, chunks_per_task // grid[-1])
+        n *= math.ceil(grid[-2] / rows) * math.prod(grid[:-2])
+    return n

@@ -7,6 +7,7 @@ zarrdataset-compatible :class:`~zarrdask.masks.generators.WSITissueMaskGenerator
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import warnings
@@ -52,6 +53,11 @@ _EPS = 1e-9
 
 #: Input pixels per dask task when resampling by a non-integer factor.
 _BLOCK_PIXELS = 2**22
+
+#: Pixels of the level read per task of the whole grey-and-reduce step: the
+#: fine graph (one read per storage chunk, grey level, block means) of a block
+#: of about this many input pixels runs inside one task (see :func:`_fused_blocks`).
+_TASK_PIXELS = 2**24
 
 
 # -- numpy core ----------------------------------------------------------------------
@@ -233,17 +239,31 @@ def _requested_scale(mask_scale: float | Mapping[str, float], dims: Sequence[str
     return scale
 
 
+def _luminance(block: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    letters = "abcdefghijklmnopqrstuvwxyz"[:block.ndim]
+    kept = letters.replace(letters[axis], "")
+    return np.einsum(f"{letters},{letters[axis]}->{kept}", block, weights, dtype=np.float64)
+
+
 def _grey_level(level: xr.DataArray, channel_dim: str, dims: Sequence[str]) -> xr.DataArray:
     """Grey levels of one pyramid level, lazily, with only spatial dims."""
-    out = level.astype(np.float64)
-    if channel_dim in out.dims:
+    out = level
+    if channel_dim in out.dims and out.sizes[channel_dim] in (3, 4):
         n = out.sizes[channel_dim]
-        if n in (3, 4):
-            weights = np.zeros(n, dtype=np.float64)
-            weights[:3] = LUMINANCE
-            out = out.dot(xr.DataArray(weights, dims=(channel_dim,)), dim=channel_dim)
-        else:
-            out = out.mean(dim=channel_dim)
+        weights = np.zeros(n, dtype=np.float64)
+        weights[:3] = LUMINANCE
+        axis = out.dims.index(channel_dim)
+        data = out.data if isinstance(out.data, da.Array) else da.asarray(out.data)
+        data = data.rechunk({axis: -1})
+        # one einsum per chunk, casting to float64 in small buffers: the
+        # values of ``level.astype(float64).dot(weights)`` without its float64
+        # copy of every chunk and its reduction step
+        grey_data = data.map_blocks(_luminance, weights, axis, drop_axis=axis, dtype=np.float64,
+                                    meta=np.empty((0,) * (data.ndim - 1), dtype=np.float64))
+        out = xr.DataArray(grey_data, dims=[d for d in out.dims if d != channel_dim])
+    out = out.astype(np.float64)
+    if channel_dim in out.dims:
+        out = out.mean(dim=channel_dim)
     others = [d for d in out.dims if d not in SPATIAL_DIMS]
     if others:
         out = out.mean(dim=others)
@@ -302,6 +322,86 @@ def _resample_dask(data: da.Array, box: Sequence[tuple[float, float]],
         return parts[0] if len(parts) == 1 else da.concatenate(parts, axis=axis)
 
     return build(0, ()).astype(np.float64)
+
+
+class _Fused:
+    """A dask array that one task of an outer graph computes, with the
+    synchronous scheduler, inside the worker that runs the task.
+
+    Not a dask collection, so the outer graph holds one task where the inner
+    graph has one per storage chunk (and its intermediate blocks never leave
+    that worker).
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: da.Array) -> None:
+        self.array = array
+
+
+def _compute_fused(part: _Fused) -> np.ndarray:
+    return np.asarray(part.array.compute(scheduler="sync"))
+
+
+def _group_chunks(chunks: Sequence[int], side: float) -> list[tuple[int, int]]:
+    """Runs of consecutive chunks of about ``side`` elements (at least one chunk each)."""
+    runs, start, size = [], 0, 0
+    for c in chunks:
+        if size and size + c > side:
+            runs.append((start, start + size))
+            start, size = start + size, 0
+        size += c
+    runs.append((start, start + size))
+    return runs
+
+
+def _fused_blocks(small: da.Array, input_pixels: int) -> da.Array:
+    """``small`` recomputed as one task per block of about
+    :data:`_TASK_PIXELS` input pixels (a whole slide of up to 4096² pixels
+    is one task).
+
+    The per-chunk graph of the grey level and its reduction has hundreds of
+    tiny tasks per slide; on a distributed cluster their scheduling costs far
+    more than their work. Each block's part of that graph runs inside one
+    task (:class:`_Fused`), on chunk-aligned slices of ``small``, so the
+    values are exactly those of the fine graph.
+    """
+    per_output = input_pixels / max(1, small.size)
+    side = max(1.0, _TASK_PIXELS / max(per_output, 1e-12)) ** (1 / max(1, small.ndim))
+    runs = [_group_chunks(c, side) for c in small.chunks]
+    name = "tissue-grey-" + tokenize(small.name, runs)
+    layer = {}
+    for index in itertools.product(*(range(len(r)) for r in runs)):
+        sel = tuple(slice(*runs[axis][i]) for axis, i in enumerate(index))
+        layer[(name, *index)] = (_compute_fused, _Fused(small[sel]))
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+    chunks = tuple(tuple(b - a for a, b in r) for r in runs)
+    return da.Array(graph, name, chunks=chunks, dtype=small.dtype,
+                    meta=np.empty((0,) * small.ndim, dtype=small.dtype))
+
+
+def fused_layers(arr: da.Array) -> set[str]:
+    """Names of the graph layers of ``arr``, including those of the inner
+    graphs its fused tasks compute (for tests and debugging).
+
+    Parameters
+    ----------
+    arr : dask.array.Array
+        E.g. ``tissue_mask(...).data``.
+
+    Returns
+    -------
+    set of str
+    """
+    graph = arr.__dask_graph__()
+    names = set(map(str, graph.layers))
+    for task in dict(graph).values():
+        args = getattr(task, "args", task if isinstance(task, tuple) else ())
+        for arg in args:
+            value = getattr(arg, "value", arg)
+            if isinstance(value, _Fused):
+                names |= fused_layers(value.array)
+    return names
 
 
 def _mask_task(grey_image: np.ndarray, threshold: float, min_size: int,
@@ -485,7 +585,7 @@ def tissue_mask(
     for d in dims:
         origin, size = physical_box(level, d)[0], pixel_size(level, d)
         level_box.append(((box[d][0] - origin) / size, (box[d][1] - origin) / size))
-    small = _resample_dask(data, level_box, [shape[d] for d in dims])
+    small = _fused_blocks(_resample_dask(data, level_box, [shape[d] for d in dims]), data.size)
 
     mask_data, threshold = _tissue_graph(small, thresh=thresh, min_size=int(min_size),
                                          area_threshold=int(area_threshold))
