@@ -323,6 +323,32 @@ def compat_dataset(path: str, patch: int, passes: int = 1):
     return zds.ZarrDataset(specs, patch_sampler=zds.PatchSampler(patch_size=patch), shuffle=False)
 
 
+def shuffle_sweep(table, *, buffers: list[int], batch: int, chunk: int, read_threads: int,
+                  seed: int = 0) -> list[dict[str, float]]:
+    """Randomness against decode work: for each ``chunk_buffer`` K, the
+    in-process rate (no DataLoader, so transport does not hide decode work)
+    and how mixed consecutive batches are (distinct storage chunks per batch
+    of ``batch`` samples; sequential order gives ``batch / patches per chunk``)."""
+    from zarrdask.dataset import PatchDataset
+
+    for _ in PatchDataset(table, read_threads=read_threads):  # warm-up pass (page cache, pools)
+        pass
+    rows = []
+    for k in buffers:
+        ds = PatchDataset(table, shuffle=k > 0, chunk_buffer=max(k, 1), seed=seed,
+                          read_threads=read_threads)
+        t0 = time.perf_counter()
+        keys = []
+        for sample in ds:
+            y, x = (int(v) for v in np.asarray(sample["position"])[-2:, 0])
+            keys.append((int(sample["image_id"]), y // chunk, x // chunk))
+        el = time.perf_counter() - t0
+        per_batch = [len(set(keys[i:i + batch])) for i in range(0, len(keys) - batch + 1, batch)]
+        rows.append({"chunk_buffer": k, "rate": len(keys) / el,
+                     "distinct_chunks_per_batch": float(np.mean(per_batch))})
+    return rows
+
+
 def run_direct(dataset) -> dict[str, float]:
     """Iterate ``dataset`` in this process (no DataLoader)."""
     t0 = time.perf_counter()
@@ -453,6 +479,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["shuffled"] = best(shuf)
     results["direct_in_process"] = best(direct)
     results["compat_sequential"] = best(compat)
+    # K = 0 is sequential order
+    results["shuffle_sweep"] = shuffle_sweep(table, buffers=[0, 1, 4, 16, 64, 256], batch=ns.batch,
+                                             chunk=ns.chunk, read_threads=ns.read_threads)
     lim = results["limit_patches_per_s"]
     ceiling = results["transport_ceiling_patches_per_s"]
     # decode and transport share the same cores: their costs add up
@@ -584,6 +613,10 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"peak RSS per worker           {r['peak_rss_mb_per_worker']:.0f} MB (target <= 400; "
           f"USS {r['peak_uss_mb_per_worker']:.0f} MB; a worker of the transport-ceiling run: "
           f"RSS {r['transport_worker_peak_rss_mb']:.0f} MB, USS {r['transport_worker_peak_uss_mb']:.0f} MB)")
+    print("\nshuffle buffer sweep, in one process (K=0: sequential order)")
+    print(f"{'chunk_buffer K':>15s} {'patches/s':>10s} {'distinct chunks per batch':>27s}")
+    for row in r.get("shuffle_sweep", []):
+        print(f"{row['chunk_buffer']:15d} {row['rate']:10.0f} {row['distinct_chunks_per_batch']:27.1f}")
     print(f"compat / PatchDataset sequential {ratios['compat/sequential']:.2f}  (target >= 0.80)")
     if "large_slide" in r:
         big = r["large_slide"]
