@@ -169,3 +169,19 @@ def test_task_boxes_partition_the_image_into_runs_of_chunks(shape, chunks, per_t
     assert (seen == 1).all()
     if shape == {"y": 4096, "x": 4096}:
         assert len(boxes) == 4
+
+
+def test_tissue_mask_of_a_spec_with_source_axes_reads_the_image_axes(slide_v3, tmp_path):
+    # a channels-last copy: the tissue mask must open it with the spec's axes,
+    # whether they are given as ``axes`` or as zarrdataset's ``source_axes``
+    yxc = np.moveaxis(zd.open_image(slide_v3).values, 0, -1)
+    path = str(tmp_path / "yxc.zarr")
+    zarr.create_array(path, data=yxc, chunks=(256, 256, 3))
+    by_axes = build_table({"source": path, "axes": "YXC"}, patch_size=128, masks="tissue",
+                          min_area=0.5)
+    by_source_axes = build_table({"source": path, "source_axes": "YXC"}, patch_size=128,
+                                 masks="tissue", min_area=0.5)
+    reference = build_table(slide_v3, patch_size=128, masks="tissue", min_area=0.5)
+    assert 0 < len(reference)
+    np.testing.assert_array_equal(by_axes.positions(), reference.positions())
+    np.testing.assert_array_equal(by_source_axes.positions(), reference.positions())

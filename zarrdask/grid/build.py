@@ -23,7 +23,6 @@ import pandas as pd
 import xarray as xr
 
 from .._version import __version__
-from ..axes import SPATIAL_DIMS
 from ..errors import GridParameterError, MaskError, ZarrdaskError
 from ..table import PatchTable, position_columns, read_table, source_entry
 from .geometry import (
@@ -34,7 +33,15 @@ from .geometry import (
     normalize_grid_params,
     window_coverage,
 )
-from .sources import as_list, digest, fingerprint, item_name, open_item, per_image
+from .sources import (
+    as_list,
+    digest,
+    fingerprint,
+    item_name,
+    item_source_and_options,
+    open_item,
+    per_image,
+)
 
 __all__ = ["build_table", "GridWarning"]
 
@@ -75,8 +82,7 @@ def _grid_task(box_start: dict, box_stop: dict, *, roi_start: dict, roi_shape: d
         cov = window_coverage(mask, [mask_scale[d] for d in dims], starts,
                               [grid.patch[d] for d in dims],
                               mask_origin=[mask_origin[d] for d in dims])
-        area = int(np.prod([grid.patch[d] for d in dims]))
-        keep = keep_patches(cov, grid.min_area, area)
+        keep = keep_patches(cov, grid.min_area, grid.patch_area)
         starts, cov = starts[keep], cov[keep]
     else:
         cov = np.ones(len(starts))
@@ -133,12 +139,10 @@ def _resolve_mask(mask_item: Any, image: xr.DataArray, item: Any, tissue_options
 
     if isinstance(mask_item, str) and mask_item == "tissue":
         options = dict(tissue_options or {})
-        source = item
-        if isinstance(item, Mapping):
-            source = item.get("source", item.get("filename"))
-            for key in ("data_group", "storage_options", "axes"):
-                if item.get(key) is not None:
-                    options.setdefault(key, item[key])
+        source, open_options = item_source_and_options(item)
+        for key in ("data_group", "storage_options", "axes"):
+            if key in open_options:
+                options.setdefault(key, open_options[key])
         if isinstance(source, str | os.PathLike):
             return tissue_mask(os.fspath(source), **options)
         return tissue_mask(image, **options)
@@ -304,7 +308,6 @@ def build_table(
         spec = specs[image_id]
         dims = spec.dims
         entry = entries[image_id]
-        full = _full_image(image)
         full_shape = {d: entry["shape"][d] for d in dims}
         chunk_shape = {d: entry["chunks"][d] for d in dims}
         roi_start = {d: entry["roi"].get(d, [0, 0])[0] for d in dims}
@@ -322,7 +325,8 @@ def build_table(
         mask = _resolve_mask(mask_items[index], image, item, tissue_options or {})
         mask_task = mask_scale = mask_org = None
         if mask is not None:
-            data, mask_scale, mask_org = _mask_for_grid(mask, full, dims, full_shape, index, item)
+            data, mask_scale, mask_org = _mask_for_grid(mask, _full_image(image), dims,
+                                                        full_shape, index, item)
             mask_task = dask.delayed(_mask_numpy)(data, dask_key_name=f"mask-{table_hash[:16]}-{image_id}")
         candidates = None
         if params["sampler"] == "blue-noise":
@@ -331,11 +335,12 @@ def build_table(
             candidates = dask.delayed(blue_noise_starts)(
                 roi_shape, spec, seed=seed + image_id, allow_overlap=allow_overlap,
                 dask_key_name=f"bluenoise-{table_hash[:16]}-{image_id}")
+        spec_dict = spec.to_dict()
         for n, (box_start, box_stop) in enumerate(
                 _task_boxes(roi_start, roi_stop, chunk_shape, dims, max(1, chunks_per_task))):
             tasks.append(dask.delayed(_grid_task, pure=True)(
                 box_start, box_stop, roi_start=roi_start, roi_shape=roi_shape,
-                full_shape=full_shape, chunk_shape=chunk_shape, spec=spec.to_dict(), geo=geo,
+                full_shape=full_shape, chunk_shape=chunk_shape, spec=spec_dict, geo=geo,
                 mask=mask_task, mask_scale=mask_scale, mask_origin=mask_org,
                 candidates=candidates, image_id=image_id,
                 dask_key_name=f"grid-{table_hash[:16]}-{image_id}-{n}"))
@@ -392,8 +397,9 @@ def _mask_for_grid(mask: xr.DataArray, full: xr.DataArray, dims: Sequence[str],
     origin per grid dim. Grid dims of size 1 that the mask lacks (a 2-D mask
     of a single-plane ``z`` stack) are added with size 1."""
     from ..masks import mask_origin, mask_scale_factors
+    from ..masks.align import spatial_dims
 
-    mdims = [str(d) for d in mask.dims if d in SPATIAL_DIMS]
+    mdims = list(spatial_dims(mask))
     missing = [d for d in dims if d not in mdims]
     extra = [d for d in mdims if d not in dims]
     if extra or any(full_shape[d] != 1 for d in missing) or len(mdims) != mask.ndim:
@@ -478,12 +484,12 @@ def _compute(tasks: list, *, client: Any, progress: bool) -> list[dict]:
 
 
 def _assemble(parts: list[dict], dims: Sequence[str]) -> pd.DataFrame:
-    cols = ["image_id", *position_columns(dims), "chunk_id", "coverage"]
+    positions = position_columns(dims)
+    cols = ["image_id", *positions, "chunk_id", "coverage"]
     if not parts:
         return pd.DataFrame({c: np.array([], dtype=np.int64) for c in cols})
     data = {c: np.concatenate([p[c] for p in parts]) for c in cols}
-    order = np.lexsort([data[c] for c in reversed(["image_id", "chunk_id",
-                                                     *position_columns(dims)])])
+    order = np.lexsort([data[c] for c in reversed(["image_id", "chunk_id", *positions])])
     return pd.DataFrame({c: data[c][order] for c in cols})
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import xarray as xr
 
+from ..errors import GridParameterError
 from ..io import open_image
-from ..io.location import protocol_of
+from ..io.location import get_filesystem, protocol_of
 
 __all__ = ["as_list", "open_item", "item_name", "fingerprint"]
 
@@ -43,15 +44,22 @@ def item_name(item: Any) -> str:
     return f"<in-memory {type(item).__name__}>"
 
 
+def item_source_and_options(item: Any) -> tuple[Any, dict[str, Any]]:
+    """The source of an image item and its :func:`zarrdask.open_image`
+    keywords (a spec's zarrdataset-style ``source_axes`` becomes ``axes``)."""
+    if not isinstance(item, Mapping):
+        return item, {}
+    source = item.get("source", item.get("filename"))
+    kwargs = {k: item[k] for k in _OPEN_KEYS if item.get(k) is not None}
+    if item.get("source_axes") is not None and "axes" not in kwargs:
+        kwargs["axes"] = item["source_axes"]
+    return source, kwargs
+
+
 def open_item(item: Any) -> xr.DataArray:
     """Open one image item with :func:`zarrdask.open_image`."""
-    if isinstance(item, Mapping):
-        source = item.get("source", item.get("filename"))
-        kwargs = {k: item[k] for k in _OPEN_KEYS if item.get(k) is not None}
-        if "source_axes" in item and "axes" not in kwargs:
-            kwargs["axes"] = item["source_axes"]
-        return open_image(source, **kwargs)
-    return open_image(item)
+    source, kwargs = item_source_and_options(item)
+    return open_image(source, **kwargs)
 
 
 def _stat_stamp(path: str) -> list:
@@ -97,8 +105,6 @@ def fingerprint(arr: xr.DataArray) -> list:
             return [*base, recipe.public(), _walk_stamp(folder)]
         return [*base, recipe.public(), _stat_stamp(location)]
     try:
-        from ..io.location import get_filesystem
-
         fs, path = get_filesystem(location, recipe.storage_options)
         info = {}
         for name in ("zarr.json", ".zarray", ".zgroup", ""):
@@ -127,8 +133,6 @@ def per_image(value: Any, n: int, what: str) -> Sequence[Any]:
     """Broadcast one value to ``n`` images, or check a per-image list."""
     if isinstance(value, list | tuple) and not isinstance(value, str):
         if len(value) != n:
-            from ..errors import GridParameterError
-
             raise GridParameterError(
                 f"{what} has {len(value)} entries for {n} image(s); pass one per image "
                 "(None where an image has none) or a single value for all"

@@ -522,6 +522,19 @@ def mask_from_labels(labels: Any, *, like: xr.DataArray, classes: Iterable[int] 
     return _finish(flags, span_box, like, source, "labels")
 
 
+def _shared_spatial_dims(mask: xr.DataArray, image: xr.DataArray) -> tuple[str, ...]:
+    """The image's spatial dims, after checking that the mask has them all."""
+    sdims = spatial_dims(image)
+    missing = [d for d in sdims if d not in mask.dims]
+    if missing:
+        raise MaskError(
+            f"the mask {describe(mask)} has dims {tuple(map(str, mask.dims))} but the image "
+            f"{describe(image)} has spatial dims {sdims}; align the mask with "
+            "zarrdask.masks.as_mask(mask, like=image) first"
+        )
+    return sdims
+
+
 def mask_scale_factors(mask: xr.DataArray, image: xr.DataArray) -> dict[str, float]:
     """Mask pixels per image pixel along each spatial dim of the image.
 
@@ -546,14 +559,7 @@ def mask_scale_factors(mask: xr.DataArray, image: xr.DataArray) -> dict[str, flo
     MaskError
         When the mask lacks a spatial dim of the image.
     """
-    sdims = spatial_dims(image)
-    missing = [d for d in sdims if d not in mask.dims]
-    if missing:
-        raise MaskError(
-            f"the mask {describe(mask)} has dims {tuple(map(str, mask.dims))} but the image "
-            f"{describe(image)} has spatial dims {sdims}; align the mask with "
-            "zarrdask.masks.as_mask(mask, like=image) first"
-        )
+    sdims = _shared_spatial_dims(mask, image)
     return {d: pixel_size(image, d) / pixel_size(mask, d) for d in sdims}
 
 
@@ -573,8 +579,7 @@ def mask_origin(mask: xr.DataArray, image: xr.DataArray) -> dict[str, float]:
     -------
     dict of str to float
     """
-    sdims = spatial_dims(image)
-    mask_scale_factors(mask, image)  # checks the dims
+    sdims = _shared_spatial_dims(mask, image)
     return {d: (_first_coord(mask, d) - _first_coord(image, d)) / pixel_size(image, d)
             for d in sdims}
 
@@ -597,9 +602,10 @@ def default_mask(like: xr.DataArray) -> xr.DataArray:
         raise MaskError(f"like= must be an xarray.DataArray image, not {type(like).__name__}")
     sdims = spatial_dims(like)
     storage = like.attrs.get("storage_chunks") or {}
+    box = {d: physical_box(like, d, whole=True) for d in sdims}
     shape = []
     for d in sdims:
-        lo, hi = physical_box(like, d, whole=True)
+        lo, hi = box[d]
         n_pixels = max(1, round((hi - lo) / pixel_size(like, d)))
         if d in storage:
             chunk = int(storage[d])
@@ -609,7 +615,6 @@ def default_mask(like: xr.DataArray) -> xr.DataArray:
             chunk = n_pixels
         shape.append(max(1, math.ceil(n_pixels / max(1, chunk))))
     data = da.ones(tuple(shape), dtype=bool, chunks=tuple(shape))
-    box = {d: physical_box(like, d, whole=True) for d in sdims}
     return spanning_dataarray(data, sdims, like, box, name="mask",
                               attrs={"source": f"default mask of {describe(like)}"})
 

@@ -455,18 +455,14 @@ def _levels_and_reference(image: Any, *, axes, data_group, storage_options
 
             image = open_image(image, axes=axes)
         return pyramid_levels(image), image, describe(image)
-    if isinstance(image, str | os.PathLike):
-        from ..io import open_pyramid
-
-        tree = open_pyramid(os.fspath(image), axes=axes, data_group=data_group,
-                            storage_options=storage_options)
-        levels = tree_levels(tree)
-        return levels, levels[0], os.fspath(image)
     from ..io import open_pyramid
 
-    tree = open_pyramid(image, axes=axes, data_group=data_group, storage_options=storage_options)
+    path = os.fspath(image) if isinstance(image, str | os.PathLike) else None
+    tree = open_pyramid(image if path is None else path, axes=axes, data_group=data_group,
+                        storage_options=storage_options)
     levels = tree_levels(tree)
-    return levels, levels[0], str(tree.attrs.get("source") or describe(image))
+    source = path if path is not None else str(tree.attrs.get("source") or describe(image))
+    return levels, levels[0], source
 
 
 def _choose_level(levels: Sequence[xr.DataArray], dims: Sequence[str],
