@@ -290,3 +290,16 @@ def test_isconsolidated_over_s3_with_storage_options(s3_server):
 def test_isconsolidated_on_an_unreachable_server_raises(closed_port: int):
     with pytest.raises(RemoteAccessError, match=f"127.0.0.1:{closed_port}"):
         zd.isconsolidated(f"http://127.0.0.1:{closed_port}/slide_v3.zarr")
+
+
+@pytest.mark.timeout(60)
+def test_pil_read_of_an_unreachable_url_is_a_remote_error_not_a_damaged_file(closed_port: int):
+    # the read a worker does after open_image succeeded elsewhere: a network
+    # failure must not be reported as a truncated or damaged image
+    from zarrdask.io.pil_reader import discover_pil
+
+    url = f"http://127.0.0.1:{closed_port}/image.png"
+    with pytest.raises(RemoteAccessError) as info:
+        discover_pil(url)
+    assert f"127.0.0.1:{closed_port}" in str(info.value)
+    assert "damaged" not in str(info.value)

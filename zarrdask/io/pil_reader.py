@@ -64,10 +64,14 @@ def _open(location: str, storage_options: Mapping[str, Any] | None) -> Any:
     """The image opened by Pillow (header read, pixels not decoded yet)."""
     from PIL import Image, UnidentifiedImageError
 
+    # a remote file is fetched first, outside the handlers below: a network
+    # failure is a RemoteAccessError, not a damaged file
+    if protocol_of(location) == "file":
+        target: Any = location
+    else:
+        target = io.BytesIO(_read_bytes(location, storage_options))
     try:
-        if protocol_of(location) == "file":
-            return Image.open(location)
-        return Image.open(io.BytesIO(_read_bytes(location, storage_options)))
+        return Image.open(target)
     except Image.DecompressionBombError as exc:
         raise UnsupportedFormatError(
             f"{location} is larger than Pillow's safety limit ({exc}); Pillow decodes such "
