@@ -7,6 +7,7 @@ grids are computed as dask graphs into a coordinate table, and a torch
 
 from ._version import __version__
 from .axes import map_axes_order, select_axes
+from .compat import TORCH_NAMES as _TORCH_COMPAT_NAMES
 from .compat import (
     BlueNoisePatchSampler,
     DatasetSpecs,
@@ -89,13 +90,6 @@ __all__ = [
     "chained_zarrdataset_worker_init_fn",
 ]
 
-_TORCH_COMPAT_NAMES = (
-    "ZarrDataset",
-    "zarrdataset_worker_init_fn",
-    "chained_zarrdataset_worker_init_fn",
-)
-
-
 def __getattr__(name: str) -> object:
     # The torch-based training side loads on first use, so preprocessing
     # (and dask workers) never pay for importing torch.
@@ -103,7 +97,7 @@ def __getattr__(name: str) -> object:
         from .dataset import PatchDataset
 
         return PatchDataset
-    if name in _TORCH_COMPAT_NAMES:
+    if name in _TORCH_COMPAT_NAMES:  # served by zarrdask.compat.zarrdataset
         from .compat import zarrdataset
 
         return getattr(zarrdataset, name)

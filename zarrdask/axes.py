@@ -15,6 +15,7 @@ from .errors import AxesError
 __all__ = [
     "SPATIAL_DIMS",
     "dims_from_axes",
+    "lower_dims",
     "axes_from_dims",
     "default_dims",
     "map_axes_order",
@@ -62,11 +63,7 @@ def dims_from_axes(
             f"axes={axes!r} for {source} holds characters that are not axis letters; "
             "pass one letter per dim, e.g. axes='CYX'"
         )
-    lower = [n.lower() for n in names]
-    if "c" in lower:  # both C and S (e.g. tifffile's CYXS): keep them apart
-        dims = tuple(lower)
-    else:
-        dims = tuple(_ALIASES.get(n, n) for n in lower)
+    dims = lower_dims(names)
     if ndim is not None and len(dims) != ndim:
         raise AxesError(
             f"axes={axes!r} has {len(dims)} letters but {source} has {ndim} dims; "
@@ -79,6 +76,16 @@ def dims_from_axes(
             "each axis letter may appear only once"
         )
     return dims
+
+
+def lower_dims(names: Iterable[str]) -> tuple[str, ...]:
+    """Lower-case dim names of axis names, without any check: ``s``
+    (samples) becomes ``c`` unless the names also hold a ``c`` (e.g.
+    tifffile's ``CYXS``), then both are kept apart."""
+    lower = [str(n).lower() for n in names]
+    if "c" in lower:
+        return tuple(lower)
+    return tuple(_ALIASES.get(n, n) for n in lower)
 
 
 def axes_from_dims(dims: Iterable[str]) -> str:

@@ -71,7 +71,7 @@ def _grid_table(args: argparse.Namespace, sources: list, client) -> object:
     tissue = {"mask_scale": args.mask_scale} if masks == "tissue" else None
     specs = [
         {"source": s, "axes": args.axes, "data_group": args.data_group, "level": args.level,
-         "storage_options": _storage_options(getattr(args, "storage_options", None))}
+         "storage_options": _storage_options(args.storage_options)}
         for s in sources
     ]
     return build_table(
@@ -108,7 +108,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     grid_args = argparse.Namespace(
         patch_size=args.patch_size, stride=None, pad=None, min_area="1", mask="tissue",
         mask_scale=1 / 16, allow_incomplete=False, sampler="grid", seed=args.seed,
-        quiet=True, on_error="raise", axes=None, data_group=None, level=None)
+        quiet=True, on_error="raise", axes=None, data_group=None, level=None,
+        storage_options=None)
     with _Cluster(None, args.workers, 1) as client:
         table = _grid_table(grid_args, [slide], client)
     table.to_parquet(out)

@@ -166,12 +166,12 @@ def write_synthetic_slide(
         from numcodecs import Blosc
 
         compressors = [Blosc(cname=compressor, clevel=3, shuffle=Blosc.BITSHUFFLE)]
+    kwargs = {"dimension_names": ("c", "y", "x")} if zarr_format == 3 else {}
     arr = synthetic_slide(size, chunk=chunk, seed=seed, coverage=coverage)
     datasets = []
     writes = []
     for lvl in range(levels):
         name = str(lvl)
-        kwargs = {"dimension_names": ("c", "y", "x")} if zarr_format == 3 else {}
         target = root.create_array(
             name, shape=arr.shape, dtype=np.uint8, chunks=(3, chunk, chunk),
             compressors=compressors, overwrite=True, **kwargs,

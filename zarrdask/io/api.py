@@ -37,19 +37,16 @@ def _memory_levels(obj: Any) -> SourceLevels:
 
 
 def _head(location: str, storage_options: Mapping[str, Any] | None) -> bytes:
+    """The first 8 bytes of a file; a URL's failures as zarrdask errors."""
+    if protocol_of(location) == "file":
+        with open(location, "rb") as fh:
+            return fh.read(8)
     try:
-        if protocol_of(location) == "file":
-            with open(location, "rb") as fh:
-                return fh.read(8)
         fs, path = get_filesystem(location, storage_options)
         with fs.open(path, "rb") as fh:
             return fh.read(8)
-    except FileNotFoundError:
-        raise
     except Exception as exc:
-        if protocol_of(location) != "file":
-            raise remote_error(location, storage_options, exc) from exc
-        raise
+        raise remote_error(location, storage_options, exc) from exc
 
 
 def discover(source: Source, *, data_group: str | int | None = None,
@@ -89,7 +86,7 @@ def discover(source: Source, *, data_group: str | int | None = None,
         raise SourceNotFoundError(
             f"{location} does not exist (working directory {os.getcwd()}); check the path"
         )
-    if lower.endswith(".zarr") or looks_like_zarr(location, storage_options):
+    if looks_like_zarr(location, storage_options):  # also any name ending in .zarr
         return discover_zarr(location, data_group=data_group, storage_options=storage_options)
     if not remote and os.path.isdir(location):
         raise UnsupportedFormatError(
@@ -97,31 +94,24 @@ def discover(source: Source, *, data_group: str | int | None = None,
             "point to a zarr store or an image file"
         )
     ext = os.path.splitext(lower)[1]
+    if remote and lower.endswith(TIFF_EXTENSIONS):
+        return discover_tiff(location, data_group=data_group, storage_options=storage_options)
+    # The first bytes decide (for a local file, whatever its extension says).
+    head = _head(location, storage_options)
+    if is_tiff_magic(head):
+        return discover_tiff(location, data_group=data_group, storage_options=storage_options)
     if not remote:
-        # Local files: the first bytes decide, whatever the extension says.
-        with open(location, "rb") as fh:
-            head = fh.read(8)
         if not head:
             raise UnsupportedFormatError(
                 f"{location} is empty (0 bytes); the file was not written completely, "
                 "write or copy it again"
             )
-        if is_tiff_magic(head):
-            return discover_tiff(location, data_group=data_group, storage_options=storage_options)
         if lower.endswith(TIFF_EXTENSIONS):
             raise UnsupportedFormatError(
                 f"{location} has a TIFF extension but does not start with a TIFF header "
                 f"(first bytes {head[:4]!r}); it is not a TIFF or is damaged: check the file, "
                 "or rename it after its real format"
             )
-    if lower.endswith(TIFF_EXTENSIONS):
-        return discover_tiff(location, data_group=data_group, storage_options=storage_options)
-    try:
-        head = _head(location, storage_options)
-    except FileNotFoundError as exc:
-        raise remote_error(location, storage_options, exc) from exc
-    if is_tiff_magic(head):
-        return discover_tiff(location, data_group=data_group, storage_options=storage_options)
     if ext and ext not in pil_extensions():
         raise UnsupportedFormatError(
             f"{location}: the extension {ext!r} is not zarr, TIFF or a format Pillow reads; "

@@ -71,14 +71,19 @@ def redact_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     for name, value in options.items():
-        lowered = str(name).lower()
         if isinstance(value, Mapping):
             out[name] = redact_options(value)
-        elif any(word in lowered for word in _SECRET_WORDS) and value not in (None, ""):
+        elif _is_secret_name(name) and value not in (None, ""):
             out[name] = "***"
         else:
             out[name] = value
     return out
+
+
+def _is_secret_name(name: object) -> bool:
+    """Whether an option of this name holds a secret (``key``, ``token``...)."""
+    lowered = str(name).lower()
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def _with_s3_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,7 +214,7 @@ def _secret_values(options: Mapping[str, Any] | None) -> list[str]:
     for name, value in (options or {}).items():
         if isinstance(value, Mapping):
             out.extend(_secret_values(value))
-        elif any(word in str(name).lower() for word in _SECRET_WORDS) and isinstance(value, str):
+        elif _is_secret_name(name) and isinstance(value, str):
             if len(value) >= 3:
                 out.append(value)
     return out

@@ -31,6 +31,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from ..axes import SPATIAL_DIMS, lower_dims
 from ..errors import (
     CorruptChunkError,
     DataGroupError,
@@ -51,7 +52,6 @@ __all__ = [
 ]
 
 TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn", ".qptiff", ".bif")
-_SPATIAL = ("z", "y", "x")
 
 #: OME length units (``UnitsLength``) to the UDUNITS names OME-NGFF uses.
 _OME_UNITS = {
@@ -230,14 +230,6 @@ def _check_group(location: str, tif: tifffile.TiffFile, data_group: str | int | 
 # -- geometry --------------------------------------------------------------------------
 
 
-def _dims(axes: str) -> tuple[str, ...]:
-    """Dim names of tifffile axes: lower case, ``S`` (samples) as ``c`` unless
-    the series also has a ``C`` axis."""
-    lower = axes.lower()
-    sample = "c" if "c" not in lower else "s"
-    return tuple(sample if a == "s" else a for a in lower)
-
-
 def _ome_physical_sizes(tif: tifffile.TiffFile, series: int, base_shape: Mapping[str, int]
                         ) -> tuple[dict[str, float], dict[str, str]]:
     """Physical pixel size and unit per spatial dim of an OME-TIFF series.
@@ -263,7 +255,7 @@ def _ome_physical_sizes(tif: tifffile.TiffFile, series: int, base_shape: Mapping
         if dim in base_shape and size is not None and int(size) != base_shape[dim]:
             return {}, {}
     scale, units = {}, {}
-    for dim in _SPATIAL:
+    for dim in SPATIAL_DIMS:
         value = pixels.get(f"PhysicalSize{dim.upper()}")
         if value and dim in base_shape:
             scale[dim] = float(value)
@@ -359,7 +351,7 @@ def discover_tiff(location: str, *, data_group: str | int | None = None,
 
 def _levels(location: str, tif: tifffile.TiffFile, series_idx: int, series: Any,
             opts: dict[str, Any]) -> list[Level]:
-    dims = _dims(series.levels[0].axes)
+    dims = lower_dims(series.levels[0].axes)  # S (samples) as c unless there is a C
     geometry = []
     for i in range(len(series.levels)):
         try:
@@ -374,7 +366,7 @@ def _levels(location: str, tif: tifffile.TiffFile, series_idx: int, series: Any,
         if len(shape) != len(dims):
             raise _damaged(location, f"level {i} has {len(shape)} dims, level 0 has {len(dims)}")
         scale = {d: phys.get(d, 1.0) * _downsample_factor(base[d], n)
-                 for d, n in zip(dims, shape, strict=True) if d in _SPATIAL}
+                 for d, n in zip(dims, shape, strict=True) if d in SPATIAL_DIMS}
         key = f"{series_idx}/{i}"
         levels.append(
             Level(

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ..axes import SPATIAL_DIMS
 from ..errors import (
     DataGroupError,
     RemoteAccessError,
@@ -21,8 +22,6 @@ from .location import get_filesystem, is_remote, protocol_of, remote_error
 from .recipe import ArrayRecipe
 
 __all__ = ["discover_zarr", "open_zarr_array", "make_store", "looks_like_zarr", "isconsolidated"]
-
-_SPATIAL = ("z", "y", "x")
 
 
 def make_store(location: str, storage_options: Mapping[str, Any] | None = None):
@@ -137,7 +136,8 @@ def isconsolidated(arr_src: Any, *, storage_options: Mapping[str, Any] | None = 
         meta = os.path.join(location, "zarr.json")
         if os.path.exists(meta):
             with open(meta, "rb") as fh:
-                return b'"consolidated_metadata"' in fh.read() and _v3_consolidated(meta)
+                raw = fh.read()
+            return b'"consolidated_metadata"' in raw and _v3_consolidated(raw)
     except (OSError, ValueError):
         return False
     return False
@@ -145,8 +145,6 @@ def isconsolidated(arr_src: Any, *, storage_options: Mapping[str, Any] | None = 
 
 def _remote_consolidated(location: str, storage_options: Mapping[str, Any] | None) -> bool:
     """:func:`isconsolidated` for a URL: one GET per metadata document."""
-    import json
-
     try:
         fs, path = get_filesystem(location, storage_options)
         try:
@@ -155,28 +153,31 @@ def _remote_consolidated(location: str, storage_options: Mapping[str, Any] | Non
         except FileNotFoundError:
             pass
         try:
-            doc = json.loads(fs.cat_file(f"{path}/zarr.json"))
+            raw = fs.cat_file(f"{path}/zarr.json")
         except FileNotFoundError:
             return False
-    except (json.JSONDecodeError, UnicodeDecodeError):  # zarr.json that is not JSON
-        return False
     except Exception as exc:
         raise remote_error(location, storage_options, exc) from exc
-    return bool(isinstance(doc, dict) and doc.get("consolidated_metadata"))
+    try:
+        return _v3_consolidated(raw)
+    except ValueError:  # zarr.json that is not JSON (or not UTF-8)
+        return False
 
 
-def _v3_consolidated(meta_path: str) -> bool:
+def _v3_consolidated(raw: bytes) -> bool:
+    """Whether a zarr v3 ``zarr.json`` document holds consolidated metadata
+    (ValueError when it is not JSON)."""
     import json
 
-    with open(meta_path) as fh:
-        return bool(json.load(fh).get("consolidated_metadata"))
+    doc = json.loads(raw)
+    return bool(isinstance(doc, dict) and doc.get("consolidated_metadata"))
 
 
 def _open_root(source: Any, storage_options: Mapping[str, Any] | None, display: str):
     """The root node (group or array) of a zarr source."""
     if isinstance(source, zarr.Group | zarr.Array):
         return source
-    remote = isinstance(source, str) and is_remote(source)
+    remote = is_remote(source)
     store = make_store(source, storage_options) if isinstance(source, str) else source
     try:
         try:
@@ -257,7 +258,7 @@ def _level(name: str, arr: zarr.Array, recipe: ArrayRecipe, dims, scale=None, tr
     trans = {}
     if dims is not None and scale is not None:
         for i, d in enumerate(dims):
-            if d in _SPATIAL:
+            if d in SPATIAL_DIMS:
                 spatial[d] = float(scale[i])
                 trans[d] = float(translation[i])
     return Level(
@@ -269,9 +270,14 @@ def _level(name: str, arr: zarr.Array, recipe: ArrayRecipe, dims, scale=None, tr
         dims=dims,
         scale=spatial,
         translation=trans,
-        units={d: u for d, u in (units or {}).items() if d in _SPATIAL},
+        units={d: u for d, u in (units or {}).items() if d in SPATIAL_DIMS},
         array=arr,
     )
+
+
+def _join_key(prefix: str, name: str) -> str:
+    """Path of ``name`` inside the group at ``prefix`` ("" for the root)."""
+    return f"{prefix}/{name}" if prefix else name
 
 
 def _multiscale_levels(group: zarr.Group, prefix: str, ms: dict, make_recipe) -> list[Level]:
@@ -279,7 +285,7 @@ def _multiscale_levels(group: zarr.Group, prefix: str, ms: dict, make_recipe) ->
     levels = []
     for ds in ms.get("datasets", []):
         path = str(ds["path"])
-        key = f"{prefix}/{path}" if prefix else path
+        key = _join_key(prefix, path)
         try:
             arr = group[path]
         except KeyError as exc:
@@ -376,11 +382,11 @@ def discover_zarr(source: Any, *, data_group: str | int | None = None,
         child = node[name]
         child_ms = _multiscale(child)
         if child_ms:
-            child_key = f"{key}/{name}" if key else name
+            child_key = _join_key(key, name)
             return SourceLevels("zarr", display, _multiscale_levels(child, child_key, child_ms, make_recipe))
     arrays = sorted(name for name, _ in node.arrays())
     if len(arrays) == 1:
-        child_key = f"{key}/{arrays[0]}" if key else arrays[0]
+        child_key = _join_key(key, arrays[0])
         arr = node[arrays[0]]
         return SourceLevels("zarr", display, [_level(child_key, arr, make_recipe(child_key), _array_dims(arr))])
     available = _list_paths(node)
