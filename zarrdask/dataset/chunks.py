@@ -109,9 +109,9 @@ def _join(base: str, *parts: str) -> str:
 
 
 def _make_fetch(location: str, storage_options: Mapping[str, Any] | None
-                ) -> tuple[Callable[[str], bytes | None], Callable[[str], bytes | None]]:
-    """``(fetch_meta, fetch_chunk)`` for an array folder: both return bytes
-    or None when the key does not exist."""
+                ) -> Callable[[str], bytes | None]:
+    """``fetch(key)`` for an array folder (metadata and chunks alike): the
+    key's bytes, or None when it does not exist."""
     if protocol_of(location) == "file":
         root = os.path.abspath(os.path.expanduser(location))
 
@@ -122,7 +122,7 @@ def _make_fetch(location: str, storage_options: Mapping[str, Any] | None
             except FileNotFoundError:
                 return None
 
-        return fetch_local, fetch_local
+        return fetch_local
     fs, path = get_filesystem(location, storage_options)
     path = path.rstrip("/")
 
@@ -132,7 +132,7 @@ def _make_fetch(location: str, storage_options: Mapping[str, Any] | None
         except FileNotFoundError:
             return None
 
-    return fetch_remote, fetch_remote
+    return fetch_remote
 
 
 def _fill(value: Any, dtype: np.dtype) -> Any | None:
@@ -145,6 +145,15 @@ def _fill(value: Any, dtype: np.dtype) -> Any | None:
     if isinstance(value, bool | int | float):
         return value
     return None
+
+
+def _v2_chunk_key(sep: str) -> Callable[[tuple], str]:
+    """Chunk keys of zarr v2 (and of zarr v3's ``v2`` key encoding)."""
+
+    def chunk_key(idx: tuple) -> str:
+        return sep.join(map(str, idx)) if idx else "0"
+
+    return chunk_key
 
 
 def _v3_layout(meta: dict, fetch: Callable) -> DirectLayout | str:
@@ -183,10 +192,7 @@ def _v3_layout(meta: dict, fetch: Callable) -> DirectLayout | str:
         def chunk_key(idx: tuple) -> str:
             return sep.join(("c", *map(str, idx)))
     elif encoding.get("name") == "v2":
-        sep = sep or "."
-
-        def chunk_key(idx: tuple) -> str:
-            return sep.join(map(str, idx)) if idx else "0"
+        chunk_key = _v2_chunk_key(sep or ".")
     else:
         return f"chunk key encoding {encoding.get('name')!r}"
     fill = _fill(meta.get("fill_value"), dtype)
@@ -215,11 +221,7 @@ def _v2_layout(meta: dict, fetch: Callable) -> DirectLayout | str:
             decoders.append(numcodecs.get_codec(dict(meta["compressor"])))
         except (ValueError, KeyError, TypeError):
             return f"compressor {meta['compressor'].get('id')!r}"
-    sep = meta.get("dimension_separator") or "."
-
-    def chunk_key(idx: tuple) -> str:
-        return sep.join(map(str, idx)) if idx else "0"
-
+    chunk_key = _v2_chunk_key(meta.get("dimension_separator") or ".")
     fill = _fill(meta.get("fill_value"), dtype)
     if fill is None:
         return f"fill value {meta.get('fill_value')!r}"
@@ -238,13 +240,13 @@ def read_direct_layout(location: str, key: str | None,
         The layout, or the reason why chunks must go through zarr-python.
     """
     base = _join(location, key or "")
-    fetch_meta, fetch_chunk = _make_fetch(base, storage_options)
-    raw = fetch_meta("zarr.json")
+    fetch = _make_fetch(base, storage_options)
+    raw = fetch("zarr.json")
     if raw is not None:
-        return _v3_layout(json.loads(raw), fetch_chunk)
-    raw = fetch_meta(".zarray")
+        return _v3_layout(json.loads(raw), fetch)
+    raw = fetch(".zarray")
     if raw is not None:
-        return _v2_layout(json.loads(raw), fetch_chunk)
+        return _v2_layout(json.loads(raw), fetch)
     return "no zarr.json or .zarray beside the array"
 
 
@@ -539,6 +541,15 @@ class ChunkFetcher:
             return future.result()
         return self._load(key, source, idx)
 
+    def read_in_chunk(self, uid: Any, source: ArraySource, lo: Sequence[int], hi: Sequence[int],
+                      idx: tuple[int, ...]) -> np.ndarray:
+        """A fresh copy of ``[lo, hi)``, a box that lies inside chunk ``idx``
+        (the common case: no assembly, no padding)."""
+        chunk = self.get(uid, source, idx)
+        local = tuple(slice(a - i * c, b - i * c)
+                      for a, b, i, c in zip(lo, hi, idx, source.chunks, strict=True))
+        return np.array(chunk[local], copy=True)
+
     def read(self, uid: Any, source: ArraySource, lo: Sequence[int], hi: Sequence[int], *,
              valid_lo: Sequence[int], valid_hi: Sequence[int], padding_mode: str = "constant"
              ) -> np.ndarray:
@@ -562,20 +573,16 @@ class ChunkFetcher:
         """
         shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
         clipped = clip_box(lo, hi, valid_lo, valid_hi)
-        if clipped is None and padding_mode not in INDEX_MODES:
-            return np.zeros(shape, dtype=source.dtype)
-        if clipped is not None and not any(a or b for a, b in clipped[2]):
-            return self._region(uid, source, clipped[0], clipped[1], origin=lo, shape=shape)
-        if padding_mode in INDEX_MODES:
-            maps = [index_map(a, b, v0, v1, padding_mode)
-                    for a, b, v0, v1 in zip(lo, hi, valid_lo, valid_hi, strict=True)]
-            r_lo = [int(m.min()) for m in maps]
-            r_hi = [int(m.max()) + 1 for m in maps]
+        mirrored = _mirror_maps(lo, hi, valid_lo, valid_hi, padding_mode, clipped)
+        if mirrored is not None:
+            maps, r_lo, r_hi = mirrored
             region = self._region(uid, source, r_lo, r_hi, origin=r_lo,
                                   shape=tuple(b - a for a, b in zip(r_lo, r_hi, strict=True)))
             return region[np.ix_(*[m - a for m, a in zip(maps, r_lo, strict=True)])]
+        if clipped is None:
+            return np.zeros(shape, dtype=source.dtype)
         read_lo, read_hi, widths = clipped
-        if padding_mode == "constant":
+        if padding_mode == "constant" or not any(a or b for a, b in widths):
             return self._region(uid, source, read_lo, read_hi, origin=lo, shape=shape)
         inner = self._region(uid, source, read_lo, read_hi, origin=read_lo,
                              shape=tuple(b - a for a, b in zip(read_lo, read_hi, strict=True)))
@@ -590,11 +597,7 @@ class ChunkFetcher:
         exact = all(a == o for a, o in zip(read_lo, origin, strict=True)) and \
             tuple(b - a for a, b in zip(read_lo, read_hi, strict=True)) == shape
         if exact and all(len(r) == 1 for r in ranges):
-            idx = tuple(r.start for r in ranges)
-            chunk = self.get(uid, source, idx)
-            local = tuple(slice(a - i * c, b - i * c)
-                          for a, b, i, c in zip(read_lo, read_hi, idx, chunks, strict=True))
-            return np.array(chunk[local], copy=True)
+            return self.read_in_chunk(uid, source, read_lo, read_hi, tuple(r.start for r in ranges))
         out = (np.empty if exact else np.zeros)(shape, dtype=source.dtype)
         for idx in product(*ranges):
             chunk = self.get(uid, source, idx)
@@ -613,13 +616,24 @@ def box_chunks(source: ArraySource, lo: Sequence[int], hi: Sequence[int], valid_
     """Chunk indices a box reads (none when it lies outside the readable
     region and the padding mode does not mirror it)."""
     clipped = clip_box(lo, hi, valid_lo, valid_hi)
-    if clipped is not None and not any(a or b for a, b in clipped[2]):
-        return list(product(*chunk_ranges(clipped[0], clipped[1], source.chunks)))
-    if padding_mode in INDEX_MODES:
-        maps = [index_map(a, b, v0, v1, padding_mode)
-                for a, b, v0, v1 in zip(lo, hi, valid_lo, valid_hi, strict=True)]
-        return list(product(*chunk_ranges([int(m.min()) for m in maps],
-                                          [int(m.max()) + 1 for m in maps], source.chunks)))
+    mirrored = _mirror_maps(lo, hi, valid_lo, valid_hi, padding_mode, clipped)
+    if mirrored is not None:
+        return list(product(*chunk_ranges(mirrored[1], mirrored[2], source.chunks)))
     if clipped is None:
         return []
     return list(product(*chunk_ranges(clipped[0], clipped[1], source.chunks)))
+
+
+def _mirror_maps(lo: Sequence[int], hi: Sequence[int], valid_lo: Sequence[int],
+                 valid_hi: Sequence[int], padding_mode: str, clipped: Any
+                 ) -> tuple[list[np.ndarray], list[int], list[int]] | None:
+    """For a box that an index padding mode mirrors (it leaves the readable
+    region), the source index of each position per dim and the region
+    ``[r_lo, r_hi)`` they span; None when the box is read as it is
+    (``clipped``: :func:`clip_box` of the box)."""
+    if padding_mode not in INDEX_MODES or (
+            clipped is not None and not any(a or b for a, b in clipped[2])):
+        return None
+    maps = [index_map(a, b, v0, v1, padding_mode)
+            for a, b, v0, v1 in zip(lo, hi, valid_lo, valid_hi, strict=True)]
+    return maps, [int(m.min()) for m in maps], [int(m.max()) + 1 for m in maps]

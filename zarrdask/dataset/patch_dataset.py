@@ -248,9 +248,10 @@ class PatchDataset(torch.utils.data.IterableDataset):
         self._image_geo = [Geometry.from_entry(e, self._dims, where=f"image {i} in {self._where}")
                            for i, e in enumerate(self._entries["images"])]
         self._geometry = {
-            m: [Geometry.from_entry(e, self._dims, where=f"{m} entry of image {i} in {self._where}")
-                if _entry_kind(e) == "array" else None
-                for i, e in enumerate(self._entries[m])]
+            m: self._image_geo if m == "images" else
+            [Geometry.from_entry(e, self._dims, where=f"{m} entry of image {i} in {self._where}")
+             if _entry_kind(e) == "array" else None
+             for i, e in enumerate(self._entries[m])]
             for m in self.modalities
         }
         self._output_dims = self._check_output_dims(output_dims)
@@ -812,10 +813,7 @@ class PatchDataset(torch.utils.data.IterableDataset):
         sample: dict[str, Any] = {}
         for m, uid, src, geo, lo, hi, idx in plan.reads:
             if idx is not None:
-                chunk = fetcher.get(uid, src, idx)
-                local = tuple(slice(a - i * c, b - i * c)
-                              for a, b, i, c in zip(lo, hi, idx, src.chunks, strict=True))
-                arr = np.array(chunk[local], copy=True)
+                arr = fetcher.read_in_chunk(uid, src, lo, hi, idx)
             else:
                 arr = fetcher.read(uid, src, lo, hi, valid_lo=geo.valid_start,
                                    valid_hi=geo.valid_stop, padding_mode=self.padding_mode)
