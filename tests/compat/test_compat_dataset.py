@@ -125,6 +125,25 @@ def test_mask_modality_in_the_output(slide):
     assert all(m.shape == (1, 1, 1) and m.all() for _, _, m in out)
 
 
+def test_a_generated_mask_in_the_output_is_generated_once_per_image(slide, level):
+    class Coarse:
+        axes = "YX"
+        calls = 0
+
+        def __call__(self, image):
+            Coarse.calls += 1
+            return image.mean(axis=-1)[::64, ::64] < 200
+
+    dataset = zds.ZarrDataset(
+        [_images([slide, slide]), zds.DatasetSpecs("masks", [slide, slide], "CYX", data_group="1",
+                                                   axes="YXC", image_loader_func=Coarse())],
+        patch_sampler=zds.PatchSampler(64))
+    out = list(dataset)
+    assert Coarse.calls == 2
+    expected = np.moveaxis(level(1), 0, -1).mean(axis=-1)[::64, ::64] < 200
+    assert len(out) == 2 * expected.sum() and all(m.shape == (1, 1) and m.all() for _, m in out)
+
+
 def test_incomplete_patches_come_padded_to_the_full_size(level):
     image = level(1)[:, :150, :100]
     dataset = zds.ZarrDataset(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..axes import map_axes_order
 from ..errors import AxesError, DatasetError, RoiError
 from ..io.image2array import image2array
 from ._stage import AxesStage, check_axes, dropped_axes, new_axes, parse_roi_arg
@@ -199,27 +200,21 @@ class ImageBase:
         valid = self._valid_roi()
         lo = [0 if s.start is None else int(s.start) for s in index]
         hi = [v[1] if s.stop is None else int(s.stop) for s, v in zip(index, valid, strict=True)]
-        shape = tuple(max(0, b - a) for a, b in zip(lo, hi, strict=True))
-        read_lo = [max(a, v[0]) for a, v in zip(lo, valid, strict=True)]
-        read_hi = [min(b, v[1]) for b, v in zip(hi, valid, strict=True)]
-        if any(b <= a for a, b in zip(read_lo, read_hi, strict=True)):
-            return np.zeros(shape, dtype=self.arr.dtype)
-        need = tuple(slice(a, b) for a, b in zip(read_lo, read_hi, strict=True))
+        return _read_padded(lambda need: self._read_cached(need, valid), lo, hi, valid,
+                            self.arr.dtype, self._padding_mode)
+
+    def _read_cached(self, need: tuple[slice, ...], valid: list[tuple[int, int]]) -> np.ndarray:
+        """The region ``need`` (inside ``valid``) of the stored array, from
+        the cache of whole storage chunks (reloaded when it lacks ``need``)."""
         if not self._iscached(need):
             chunks = _chunks_of(self.arr)
             region = tuple(
-                slice(max(v[0], (a // c) * c), min(v[1], -(-b // c) * c))
-                for a, b, c, v in zip(read_lo, read_hi, chunks, valid, strict=True))
+                slice(max(v[0], (s.start // c) * c), min(v[1], -(-s.stop // c) * c))
+                for s, c, v in zip(need, chunks, valid, strict=True))
             self._cache = np.asarray(self.arr[region])
             self._cached_coords = region
-        local = tuple(slice(a - c.start, b - c.start)
-                      for a, b, c in zip(read_lo, read_hi, self._cached_coords, strict=True))
-        data = np.array(self._cache[local], copy=True)
-        widths = [(a - lo_, hi_ - b) for a, b, lo_, hi_ in zip(read_lo, read_hi, lo, hi, strict=True)]
-        if any(w0 or w1 for w0, w1 in widths):
-            mode = self._padding_mode if self._padding_mode in _PAD_MODES else "constant"
-            data = np.pad(data, widths, mode=mode)
-        return data
+        return self._cache[tuple(slice(s.start - c.start, s.stop - c.start)
+                                 for s, c in zip(need, self._cached_coords, strict=True))]
 
     def __getitem__(self, index: slice | tuple | dict) -> np.ndarray:
         """Read a region given in the reference image's pixels.
@@ -252,8 +247,9 @@ class ImageBase:
                   for ax, s in zip(self.axes, shape, strict=True)}
         array, axes, valid = self._source_array()
         if self._image_func is not None:
-            key = tuple(slice(*target[ax]) for ax in axes)
-            return _read_padded(array, key, valid, self._padding_mode)
+            return _read_padded(array.__getitem__, [target[ax][0] for ax in axes],
+                                [target[ax][1] for ax in axes], valid, array.dtype,
+                                self._padding_mode)
         key = []
         for ax, (v0, v1) in zip(axes, valid, strict=True):
             if ax in target:
@@ -348,16 +344,16 @@ class ImageBase:
         return self._scale
 
 
-def _read_padded(array: np.ndarray, key: tuple[slice, ...], valid: list[tuple[int, int]],
-                 padding_mode: str) -> np.ndarray:
-    lo = [s.start for s in key]
-    hi = [s.stop for s in key]
+def _read_padded(read: Callable[[tuple[slice, ...]], Any], lo: list[int], hi: list[int],
+                 valid: list[tuple[int, int]], dtype: Any, padding_mode: str) -> np.ndarray:
+    """The box ``[lo, hi)`` of an array whose readable region is ``valid``,
+    as a new array: ``read`` gives the part inside, the rest is padded with
+    zeros (or ``padding_mode``)."""
     read_lo = [max(a, v[0]) for a, v in zip(lo, valid, strict=True)]
     read_hi = [min(b, v[1]) for b, v in zip(hi, valid, strict=True)]
-    shape = tuple(max(0, b - a) for a, b in zip(lo, hi, strict=True))
     if any(b <= a for a, b in zip(read_lo, read_hi, strict=True)):
-        return np.zeros(shape, dtype=array.dtype)
-    data = np.array(array[tuple(slice(a, b) for a, b in zip(read_lo, read_hi, strict=True))],
+        return np.zeros(tuple(max(0, b - a) for a, b in zip(lo, hi, strict=True)), dtype=dtype)
+    data = np.array(read(tuple(slice(a, b) for a, b in zip(read_lo, read_hi, strict=True))),
                     copy=True)
     widths = [(a - l0, h0 - b) for a, b, l0, h0 in zip(read_lo, read_hi, lo, hi, strict=True)]
     if any(w0 or w1 for w0, w1 in widths):
@@ -448,8 +444,6 @@ class ImageLoader(ImageBase):
                         f"it has {length} elements and axes={axes!r} leaves it out; select one "
                         f"index of it with a roi, or keep {a!r} in axes"
                     )
-            from ..axes import map_axes_order
-
             self.permute_order = map_axes_order(source_axes, axes)
             self._new_axes = new_axes(source_axes, axes)
             self.axes = axes

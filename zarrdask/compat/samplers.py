@@ -488,18 +488,29 @@ class BlueNoisePatchSampler(PatchSampler):
         spec = self._image_spec
         starts = blue_noise_starts(self._image_shape, spec, seed=self._seed,
                                    allow_overlap=self._allow_overlap)
-        self._positions_for = (tuple(sorted(self._image_shape.items())), spec, self._seed)
+        self._positions_for = self._positions_key(self._image_shape, spec)
         self._base_chunk_tls = self._relative(starts, list(spec.dims),
                                               {d: 0 for d in spec.dims})
 
-    def _on_new_image(self, sizes: dict[str, int], spec: GridSpec) -> None:
-        key = (tuple(sorted(sizes.items())), spec, self._seed)
+    def _positions_key(self, sizes: dict[str, int], spec: GridSpec) -> tuple:
+        """What the positions depend on: image size, grid spec and seed."""
+        return tuple(sorted(sizes.items())), spec, self._seed
+
+    def _use_image(self, sizes: dict[str, int], spec: GridSpec) -> None:
+        """Make the positions those of an image of ``sizes`` under ``spec``:
+        the current ones when they were drawn for it, otherwise new ones
+        (same seed)."""
         self._image_shape, self._image_spec = dict(sizes), spec
-        if self._resample_positions and self._base_chunk_tls is not None:
-            self.compute_sampling_positions(force=True)
-        elif key != self._positions_for:
+        if self._positions_key(sizes, spec) != self._positions_for:
             self._base_chunk_tls = None
             self.compute_sampling_positions()
+
+    def _on_new_image(self, sizes: dict[str, int], spec: GridSpec) -> None:
+        if self._resample_positions and self._base_chunk_tls is not None:
+            self._image_shape, self._image_spec = dict(sizes), spec
+            self.compute_sampling_positions(force=True)
+        else:
+            self._use_image(sizes, spec)
 
     def _candidate_starts(self, sizes: dict[str, int], dims: list[str], spec: GridSpec) -> np.ndarray:
         self.compute_sampling_positions()
@@ -513,11 +524,7 @@ class BlueNoisePatchSampler(PatchSampler):
         image_size = kwargs["image_size"]
         dims, letters, sizes, data, scale = self._geometry(mask, image_size)
         spec = _spec_for(self, "".join(letters[d] for d in dims), [sizes[d] for d in dims])
-        key = (tuple(sorted(sizes.items())), spec, self._seed)
-        if key != self._positions_for:
-            self._image_shape, self._image_spec = dict(sizes), spec
-            self._base_chunk_tls = None
-            self.compute_sampling_positions()
+        self._use_image(sizes, spec)
         starts = self._candidate_starts(sizes, dims, spec)
         start, stop = _box(chunk_tlbr, dims, letters, sizes)
         lo = np.array([start[d] for d in dims])

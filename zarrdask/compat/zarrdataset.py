@@ -47,12 +47,13 @@ import zarr
 from ..axes import SPATIAL_DIMS, dims_from_axes
 from ..dataset import PatchDataset
 from ..dataset.boxes import read_level_starts
+from ..dataset.patch_dataset import _torch_distributed
 from ..dataset.sharding import ShardSpec
 from ..errors import AxesError, DatasetError, ZarrdaskError
 from ..io import open_image
 from ..io.recipe import LazyArray
 from ..roi import parse_metadata
-from ..table import PatchTable, source_entry
+from ..table import PatchTable, position_columns, source_entry
 from ._stage import AxesStage, check_axes, parse_roi_arg
 from .samplers import BlueNoisePatchSampler, PatchSampler
 from .specs import _as_list
@@ -154,19 +155,18 @@ def _fresh_dask_pool() -> Iterator[None]:
         yield
 
 
-def _torch_distributed() -> tuple[int, int] | None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return int(dist.get_rank()), int(dist.get_world_size())
-    return None
-
-
 def _compute(arr: xr.DataArray) -> np.ndarray:
     data = arr.data
     if hasattr(data, "compute"):
         data = data.compute(scheduler="sync")
     return np.asarray(data)
+
+
+def _roi_select(entry: dict, grid_dims: list[str]) -> dict[int, slice]:
+    """The ROI of a table entry on the dims outside the grid, keyed by
+    position in ``entry["dims"]``: the ``select`` of its :class:`AxesStage`."""
+    return {i: slice(*entry["roi"][d]) for i, d in enumerate(entry["dims"])
+            if d not in grid_dims and d in entry["roi"]}
 
 
 def _describe(filename: Any) -> str:
@@ -261,6 +261,9 @@ class ZarrDataset(torch.utils.data.IterableDataset):
         self._built_seed: int | None = None
         self._curr_collection: Any = None
         self._captured_dist: tuple[int, int] | None = None
+        #: ``_whole`` results of the running ``_initialize``, by id of the image's meta
+        #: (a mask modality that is also read is loaded once).
+        self._wholes: dict[int, tuple[np.ndarray, str]] = {}
         if dataset_specs is not None:
             if isinstance(dataset_specs, Mapping):
                 dataset_specs = [dataset_specs]
@@ -432,7 +435,13 @@ class ZarrDataset(torch.utils.data.IterableDataset):
 
     def _whole(self, modality: str, meta: dict, index: int) -> tuple[np.ndarray, str]:
         """The whole region of interest of one image of a modality, in its
-        target axes (after ``image_loader_func`` when there is one)."""
+        target axes (after ``image_loader_func`` when there is one); loaded
+        once per :meth:`_initialize`."""
+        if id(meta) not in self._wholes:
+            self._wholes[id(meta)] = self._load_whole(modality, meta, index)
+        return self._wholes[id(meta)]
+
+    def _load_whole(self, modality: str, meta: dict, index: int) -> tuple[np.ndarray, str]:
         arr = self._open(modality, meta, index)
         self._check_dropped(modality, meta, arr)
         target = self._target_axes(meta)
@@ -546,6 +555,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
                     f"{missing}; add it with add_modality(...) or fix the transform's key"
                 )
         ref_mod = self._ref_mod
+        self._wholes = {}
         refs = []
         for i, meta in enumerate(metas):
             ref = self._open(ref_mod, meta[ref_mod], i)
@@ -578,6 +588,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
             for j, i in enumerate(image_ids):
                 self._positions_info.append(self._position_info(table, j, metas[i][ref_mod]))
                 self._toplefts.append(self._image_toplefts(table, j))
+        self._wholes = {}
         self._arr_lists = metas
         self._built_seed = seed
         self._initialized = True
@@ -660,13 +671,8 @@ class ZarrDataset(torch.utils.data.IterableDataset):
         return dataset, table
 
     def _ref_stage(self, meta: dict, entry: dict, dims: list[str]) -> Callable:
-        letters = list(meta["source_axes"])
-        select = {}
-        for i, d in enumerate(entry["dims"]):
-            if d not in dims and d in entry["roi"]:
-                select[i] = slice(*entry["roi"][d])
-        stage: Callable = AxesStage(letters, self._target_axes(meta), select,
-                                    source=_describe(meta["filename"]))
+        stage: Callable = AxesStage(list(meta["source_axes"]), self._target_axes(meta),
+                                    _roi_select(entry, dims), source=_describe(meta["filename"]))
         func = self._image_loader_func.get(self._ref_mod)
         if func is not None:
             stage = _Then(stage, func)
@@ -737,11 +743,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
                 origin[d] += (0.5 - 1e-6) * scale[d]
         entry = dict(base, scale=scale, origin=origin)
         in_letters = ["#" + d for d in missing] + list(letters)
-        select = {}
-        for i, d in enumerate(entry["dims"]):
-            if d not in dims and d in entry["roi"]:
-                select[i] = slice(*entry["roi"][d])
-        stage = AxesStage(in_letters, target, select, source=name)
+        stage = AxesStage(in_letters, target, _roi_select(entry, dims), source=name)
         return entry, obj, stage
 
     def _position_info(self, table: PatchTable, image_id: int, meta: dict
@@ -776,8 +778,6 @@ class ZarrDataset(torch.utils.data.IterableDataset):
     def _image_toplefts(self, table: PatchTable, image_id: int) -> np.ndarray:
         frame = table.frame
         rows = frame["image_id"].to_numpy() == image_id
-        from ..table import position_columns
-
         positions = frame.loc[rows, position_columns(table.dims)].to_numpy(dtype=np.int64)
         entry = table.images[image_id]
         starts = read_level_starts(positions, entry, table.dims)
