@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 
 from ..axes import map_axes_order
+from ..dataset.boxes import PAD_MODES, clip_box, pad_array
 from ..errors import AxesError, DatasetError, RoiError
 from ..io.image2array import image2array
 from ._stage import AxesStage, check_axes, dropped_axes, new_axes, parse_roi_arg
 
 __all__ = ["ImageBase", "ImageLoader", "ImageCollection", "image2array"]
 
-_PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap", "linear_ramp", "maximum",
-              "mean", "median", "minimum")
 
 
 def _chunks_of(arr: Any) -> tuple[int, ...]:
@@ -349,17 +348,13 @@ def _read_padded(read: Callable[[tuple[slice, ...]], Any], lo: list[int], hi: li
     """The box ``[lo, hi)`` of an array whose readable region is ``valid``,
     as a new array: ``read`` gives the part inside, the rest is padded with
     zeros (or ``padding_mode``)."""
-    read_lo = [max(a, v[0]) for a, v in zip(lo, valid, strict=True)]
-    read_hi = [min(b, v[1]) for b, v in zip(hi, valid, strict=True)]
-    if any(b <= a for a, b in zip(read_lo, read_hi, strict=True)):
+    clipped = clip_box(lo, hi, [v[0] for v in valid], [v[1] for v in valid])
+    if clipped is None:
         return np.zeros(tuple(max(0, b - a) for a, b in zip(lo, hi, strict=True)), dtype=dtype)
+    read_lo, read_hi, widths = clipped
     data = np.array(read(tuple(slice(a, b) for a, b in zip(read_lo, read_hi, strict=True))),
                     copy=True)
-    widths = [(a - l0, h0 - b) for a, b, l0, h0 in zip(read_lo, read_hi, lo, hi, strict=True)]
-    if any(w0 or w1 for w0, w1 in widths):
-        mode = padding_mode if padding_mode in _PAD_MODES else "constant"
-        data = np.pad(data, widths, mode=mode)
-    return data
+    return pad_array(data, widths, padding_mode if padding_mode in PAD_MODES else "constant")
 
 
 class ImageLoader(ImageBase):

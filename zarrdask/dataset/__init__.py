@@ -8,8 +8,19 @@ Modules: :mod:`~zarrdask.dataset.patch_dataset` (:class:`PatchDataset`),
 shuffling, resume offsets, weighted sampling).
 """
 
+from typing import Any
+
 from .chunks import ArraySource, ChunkCache, ChunkFetcher
-from .patch_dataset import PatchDataset
 from .sharding import ShardSpec
 
 __all__ = ["PatchDataset", "ArraySource", "ChunkCache", "ChunkFetcher", "ShardSpec"]
+
+
+def __getattr__(name: str) -> Any:
+    # torch loads with PatchDataset only: the chunk, box and sharding modules
+    # serve torch-free code too (the compatibility layer's image loaders)
+    if name == "PatchDataset":
+        from .patch_dataset import PatchDataset
+
+        return PatchDataset
+    raise AttributeError(f"module 'zarrdask.dataset' has no attribute {name!r}")

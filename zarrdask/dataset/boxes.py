@@ -254,6 +254,12 @@ def index_map(lo: int, hi: int, valid_lo: int, valid_hi: int, mode: str) -> np.n
     return j + valid_lo
 
 
+#: Padding modes accepted for pads and reads outside the array: zeros
+#: (``"constant"``) or a :func:`numpy.pad` mode.
+PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap", "linear_ramp", "maximum",
+             "mean", "median", "minimum")
+
+
 def pad_array(arr: np.ndarray, widths: Sequence[tuple[int, int]], mode: str) -> np.ndarray:
     """Pad ``arr`` by ``widths`` with zeros (``"constant"``) or a numpy pad mode
     (statistics such as ``mean`` are taken over ``arr``, the part that was read)."""

@@ -25,6 +25,7 @@ from ..errors import DatasetError, TableError
 from ..io.recipe import ArrayRecipe
 from ..table import PatchTable, position_columns, read_table
 from .boxes import (
+    PAD_MODES,
     Geometry,
     modality_boxes,
     parse_output_dims,
@@ -46,8 +47,6 @@ from .sharding import (
 
 __all__ = ["PatchDataset"]
 
-_PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap", "linear_ramp", "maximum",
-              "mean", "median", "minimum")
 _STATE_VERSION = 1
 _LOOKAHEAD_ROWS = 1024
 
@@ -207,9 +206,9 @@ class PatchDataset(torch.utils.data.IterableDataset):
                 f"table_or_path must be a PatchTable or the path of a Parquet table, not a "
                 f"{type(table_or_path).__name__}; build one with zarrdask.build_table"
             )
-        if padding_mode not in _PAD_MODES:
+        if padding_mode not in PAD_MODES:
             raise DatasetError(
-                f"padding_mode={padding_mode!r} is unknown; use one of {', '.join(_PAD_MODES)}"
+                f"padding_mode={padding_mode!r} is unknown; use one of {', '.join(PAD_MODES)}"
             )
         if int(chunk_buffer) < 1:
             raise DatasetError(f"chunk_buffer={chunk_buffer} must be at least 1 (1 = draw_same_chunk)")
