@@ -80,3 +80,23 @@ def test_numpy_dask_and_zarr_objects(tmp_path):
     np.testing.assert_array_equal(arr.values, z[:])
     arr = zd.open_image(str(tmp_path / "plain.zarr"))
     np.testing.assert_array_equal(arr.values, z[:])
+
+
+def test_dask_and_xarray_objects_open_lazily_with_named_dims():
+    import dask.array as da
+    import xarray as xr
+
+    data = np.arange(3 * 40 * 50, dtype=np.uint8).reshape(3, 40, 50)
+    lazy = da.from_array(data, chunks=(3, 16, 16))
+    arr = zd.open_image(lazy, axes="CYX", roi="(0,8,10):(-1,16,20)")
+    assert arr.dims == ("c", "y", "x") and isinstance(arr.data, da.Array)
+    np.testing.assert_array_equal(arr.values, data[:, 8:24, 10:30])
+
+    labelled = xr.DataArray(data, dims=("C", "Y", "X"),
+                            coords={"Y": np.arange(40) * 0.5, "X": np.arange(50) * 0.5})
+    arr = zd.open_image(labelled)
+    assert arr.dims == ("c", "y", "x") and isinstance(arr.data, da.Array)
+    np.testing.assert_array_equal(arr.values, data)
+    np.testing.assert_array_equal(arr["x"].values, np.arange(50) * 0.5)
+    arr = zd.open_image(labelled.rename({"C": "a", "Y": "b", "X": "d"}), axes="CYX")
+    assert arr.dims == ("c", "y", "x")
