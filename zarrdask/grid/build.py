@@ -286,14 +286,15 @@ def build_table(
 
     # -- metadata and hash (no pixel is read) --
     entries, label_entries, mask_desc, prints = [], [], [], []
-    for image_id, (index, _item, image) in enumerate(opened):
+    for image_id, (index, item, image) in enumerate(opened):
         entry = source_entry(image, image_id=image_id)
         entry["index"] = index
         entries.append(entry)
         prints.append(fingerprint(image))
         mask_item = mask_items[index]
         mask_desc.append(_describe(mask_item))
-        label_entries.append(_label_entry(label_items[index]))
+        label_entries.append(_label_entry(label_items[index], image, index=index,
+                                          image_name=item_name(item)))
     table_hash = digest({"params": params, "images": prints, "masks": [
         _mask_token(m) for m in (mask_items[i] for i, _, _ in opened)], "labels": label_entries,
         "version": __version__})
@@ -440,13 +441,40 @@ def _mask_token(mask_item: Any) -> Any:
     return tokenize(mask_item)
 
 
-def _label_entry(label_item: Any) -> Any:
+def _label_entry(label_item: Any, image: xr.DataArray, *, index: int = 0,
+                 image_name: str = "") -> Any:
+    """The table entry of an image's labels, placed in the image's space.
+
+    Labels with coordinates in the image's units keep them; labels without
+    (numpy/dask/zarr arrays, files without spatial metadata) span the image's
+    whole stored array (:func:`zarrdask.masks.placement.stored_placement`,
+    the rule masks follow). The entry's ``scale``/``origin`` (and
+    ``scale0``/``origin0``, mapped the same way) are in the image's physical
+    space, so :class:`zarrdask.PatchDataset` reads the label box under each
+    patch.
+    """
     if label_item is None:
         return None
     if isinstance(label_item, Mapping) and "weak" in label_item:
         return {"weak": label_item["weak"]}
+    from ..masks.placement import stored_placement
+
     labels = open_item(label_item)
-    return source_entry(labels)
+    entry = source_entry(labels)
+    try:
+        placement = stored_placement(labels, image, what="labels", source=item_name(label_item))
+    except MaskError as exc:
+        raise MaskError(f"labels of image {index} ({image_name}): {exc}") from exc
+    for d, (origin, size) in placement.items():
+        # the affine map from the labels' own space to the image's, applied to
+        # the read level and to level 0 alike
+        factor = size / float(entry["scale"][d])
+        shift = origin - factor * float(entry["origin"][d])
+        entry["scale"][d] = size
+        entry["origin"][d] = origin
+        entry["scale0"][d] = factor * float(entry["scale0"][d])
+        entry["origin0"][d] = shift + factor * float(entry["origin0"][d])
+    return entry
 
 
 def _compute(tasks: list, *, client: Any, progress: bool) -> list[dict]:

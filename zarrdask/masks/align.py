@@ -10,11 +10,15 @@ image pixels, are read from those coordinates by :func:`mask_scale_factors`
 and :func:`mask_origin`; nothing else in zarrdask computes a ratio between a
 mask and an image.
 
-The alignment rule for masks that come without physical coordinates (numpy,
-dask and zarr arrays, files without spatial metadata, the output of a
-callable): the mask spans the whole image, so its pixel size along each dim
-is the image's physical extent divided by the mask's length, whatever its
-resolution (1/16 of the image, 1/7.3 of it, or 3 times finer).
+The alignment rule for masks and labels that come without physical
+coordinates (numpy, dask and zarr arrays, files without spatial metadata,
+the output of a callable): the array spans the whole image, so its pixel
+size along each dim is the image's physical extent divided by the array's
+length, whatever its resolution (1/16 of the image, 1/7.3 of it, or 3 times
+finer), provided its ``y``/``x`` aspect ratio is the image's. The rule, and
+the geometry it reads (pixel sizes, physical boxes), live in
+:mod:`zarrdask.masks.placement`, shared with the labels that
+:func:`zarrdask.build_table` records.
 """
 
 from __future__ import annotations
@@ -30,6 +34,17 @@ import xarray as xr
 
 from ..axes import SPATIAL_DIMS, dims_from_axes
 from ..errors import MaskError
+from .placement import (
+    _check_overlap,
+    _first_coord,
+    _units,
+    check_span_aspect,
+    describe,
+    physical_box,
+    pixel_size,
+    spans_image,
+    spatial_dims,
+)
 
 __all__ = [
     "as_mask",
@@ -40,99 +55,10 @@ __all__ = [
     "mask_is_empty",
 ]
 
-#: Relative tolerance on pixel sizes read back from float coordinates.
-_RTOL = 1e-6
-
 #: Dask graph layers that only move or select stored values. An image whose
 #: graph holds nothing else still shows its source's pixels, so the other
 #: levels of its pyramid may stand in for it.
 _VALUE_PRESERVING = ("zarrdask-", "getitem-", "rechunk-", "transpose-")
-
-
-# -- geometry of a DataArray ---------------------------------------------------
-
-def spatial_dims(arr: xr.DataArray) -> tuple[str, ...]:
-    """Spatial dims of ``arr`` (``z``, ``y``, ``x``) in its own order."""
-    return tuple(str(d) for d in arr.dims if d in SPATIAL_DIMS)
-
-
-def describe(arr: Any) -> str:
-    """A name for ``arr`` in messages: its source when it has one."""
-    if isinstance(arr, xr.DataArray):
-        source = arr.attrs.get("source")
-        if source:
-            return str(source)
-        return f"<DataArray {arr.name or ''} dims {tuple(map(str, arr.dims))}>".replace("  ", " ")
-    if isinstance(arr, str | os.PathLike):
-        return os.fspath(arr)
-    return f"<in-memory {type(arr).__name__}>"
-
-
-def pixel_size(arr: xr.DataArray, dim: str) -> float:
-    """Physical size of one pixel of ``arr`` along ``dim``.
-
-    Read from the coordinates when there are two or more (their spacing),
-    otherwise from the coordinate's ``scale`` attribute, then from
-    ``arr.attrs["scale"]``; 1.0 when the array has no geometry at all.
-    """
-    if dim in arr.coords:
-        coord = arr.coords[dim]
-        if coord.size >= 2:
-            values = np.asarray(coord.values, dtype=float)
-            return float((values[-1] - values[0]) / (values.size - 1))
-        if "scale" in coord.attrs:
-            return float(coord.attrs["scale"])
-    scale = arr.attrs.get("scale")
-    if isinstance(scale, Mapping) and dim in scale:
-        return float(scale[dim])
-    return 1.0
-
-
-def _first_coord(arr: xr.DataArray, dim: str) -> float:
-    if dim in arr.coords and arr.coords[dim].size:
-        return float(arr.coords[dim].values[0])
-    return 0.0
-
-
-def _units(arr: xr.DataArray, dim: str) -> str | None:
-    if dim in arr.coords and "units" in arr.coords[dim].attrs:
-        return str(arr.coords[dim].attrs["units"])
-    units = arr.attrs.get("units")
-    if isinstance(units, Mapping) and dim in units:
-        return str(units[dim])
-    return None
-
-
-def physical_box(arr: xr.DataArray, dim: str, *, whole: bool = False) -> tuple[float, float]:
-    """Physical interval ``[start, stop)`` that ``arr`` covers along ``dim``.
-
-    Parameters
-    ----------
-    arr : xarray.DataArray
-        An image or a mask.
-    dim : str
-        A spatial dim of ``arr``.
-    whole : bool
-        For an image opened with a ``roi`` (``attrs["roi"]`` and
-        ``attrs["full_shape"]`` from :func:`zarrdask.open_image`), the
-        interval of the whole stored array instead of the region.
-
-    Returns
-    -------
-    (float, float)
-    """
-    size = pixel_size(arr, dim)
-    start = _first_coord(arr, dim)
-    n = int(arr.sizes[dim])
-    if whole:
-        roi = arr.attrs.get("roi")
-        full = arr.attrs.get("full_shape")
-        if isinstance(roi, Mapping) and isinstance(full, Mapping) and dim in full:
-            lo, hi = roi.get(dim, [0, full[dim]])
-            if hi - lo == n:  # the attrs still describe this array
-                start = start - lo * size
-                n = int(full[dim])
-    return start, start + n * size
 
 
 def _span_coords(dims: Sequence[str], shape: Sequence[int], box: Mapping[str, tuple[float, float]],
@@ -359,29 +285,12 @@ def _prepare(mask: Any, like: xr.DataArray, axes: Any, what: str
             f"the {what} {source} is empty (shape {tuple(arr.shape)}); pass a {what} with at "
             "least one pixel along each spatial dim"
         )
-    if _has_geometry(arr, like):
+    if not spans_image(arr, like):
         span_box = None
+    else:
+        check_span_aspect({d: int(arr.sizes[d]) for d in sdims}, like, span_box, what=what,
+                          source=source)
     return arr, span_box, source
-
-
-def _has_geometry(arr: xr.DataArray, like: xr.DataArray) -> bool:
-    """Whether the coordinates of a mask place it in the image's physical space.
-
-    Coordinates count when every spatial dim has them and their units are
-    not pixels of another array: a mask opened from a file without spatial
-    metadata (``units`` ``"pixel"``) or whose units differ from the image's
-    spans the image instead.
-    """
-    dims = spatial_dims(arr)
-    if not all(d in arr.coords for d in dims):
-        return False
-    for d in dims:
-        unit, image_unit = _units(arr, d), _units(like, d)
-        if arr.attrs.get("recipe") is not None and unit in (None, "pixel"):
-            return False  # a stored array without spatial metadata: pixel indices
-        if unit is not None and image_unit is not None and unit != image_unit:
-            return False
-    return True
 
 
 def _finish(flags: xr.DataArray, span_box: Mapping[str, tuple[float, float]] | None,
@@ -406,16 +315,7 @@ def _finish(flags: xr.DataArray, span_box: Mapping[str, tuple[float, float]] | N
     out.attrs["scale"] = {d: pixel_size(out, d) for d in sdims}
     out.attrs["units"] = {d: _units(out, d) or "pixel" for d in sdims}
     out.attrs["mask_scale"] = mask_scale_factors(out, like)
-    for d in sdims:
-        mlo, mhi = physical_box(out, d)
-        ilo, ihi = physical_box(like, d, whole=True)
-        if mhi <= ilo or mlo >= ihi:
-            raise MaskError(
-                f"the {what} {source} covers [{mlo:g}, {mhi:g}) along {d} but the image "
-                f"{describe(like)} covers [{ilo:g}, {ihi:g}) ({_units(like, d) or 'pixel'}); "
-                f"they do not overlap: check the {what}'s coordinates and units, or drop its "
-                "coordinates so that it spans the image"
-            )
+    _check_overlap({d: physical_box(out, d) for d in sdims}, like, what=what, source=source)
     return out
 
 
