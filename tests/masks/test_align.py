@@ -125,6 +125,23 @@ def test_empty_or_unusable_masks_are_rejected(image):
         as_mask(quadrant(8), like=np.zeros((8, 8)))
 
 
+def test_masks_and_labels_with_another_aspect_ratio_are_rejected(image):
+    # Spanning the image would stretch them: 2 mask pixels per 32 image
+    # pixels along y but 1 along x (or the labels of a transposed image).
+    with pytest.raises(MaskError, match=r"aspect ratio.*0\.0625 along y, 0\.03125 along x"):
+        as_mask(np.ones((64, 32), dtype=bool), like=image)
+    with pytest.raises(MaskError, match=r"labels .*aspect ratio.*transposed"):
+        mask_from_labels(np.ones((32, 64), dtype=np.uint8), like=image)
+    with pytest.raises(MaskError, match="aspect ratio"):  # what a callable returns, too
+        as_mask(lambda level: np.ones((level.shape[-2], level.shape[-1] // 3), bool), like=image)
+
+
+def test_masks_rounded_to_whole_pixels_keep_spanning_the_image(image):
+    # round(1024 / 7.3) = 140: 140 or 141 pixels along either dim still fit
+    mask = as_mask(np.ones((141, 140), dtype=bool), like=image)
+    assert mask.attrs["mask_scale"] == pytest.approx({"y": 141 / SIZE, "x": 140 / SIZE})
+
+
 # -- masks that carry their own coordinates -------------------------------------------
 
 def test_dataarray_with_physical_coords_keeps_them(image):
