@@ -88,6 +88,20 @@ def test_labels_at_a_quarter_of_the_image_land_under_each_patch(client, slide3, 
     assert seen == len(table) == 256
 
 
+def test_a_labels_roi_limits_what_is_read_but_the_whole_labels_span_the_image(slide3,
+                                                                             tmp_path):
+    truth = _index_labels((256, 256)) + 1  # no zero: padding shows as 0
+    path = _label_source("zarr", truth, tmp_path)
+    roi = {"y": slice(64, 192), "x": slice(0, 256)}  # label rows 64..191 only
+    table = build_table(slide3, patch_size=64, labels={"source": path, "roi": roi})
+    expected = _upsampled(truth, 4)
+    read = np.zeros_like(expected)
+    read[256:768] = expected[256:768]  # image rows under label rows 64..191
+    for sample in _samples(PatchDataset(table)):
+        (y0, y1), (x0, x1) = sample["position"].tolist()
+        np.testing.assert_array_equal(sample["labels"], read[y0:y1:4, x0:x1:4])
+
+
 def test_labels_finer_than_the_image_come_as_larger_patches(slide3, pixels):
     truth = _index_labels((2048, 2048))  # twice the slide's resolution
     table = build_table(slide3, patch_size=128, labels=truth)
