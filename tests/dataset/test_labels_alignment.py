@@ -102,6 +102,21 @@ def test_a_labels_roi_limits_what_is_read_but_the_whole_labels_span_the_image(sl
         np.testing.assert_array_equal(sample["labels"], read[y0:y1:4, x0:x1:4])
 
 
+def test_numpy_labels_of_a_numpy_image_span_it():
+    # Neither has coordinates: image pixels are the unit, labels at 1/4.
+    truth = _index_labels((96, 128))
+    image = (_upsampled(truth, 4) % 251).astype(np.uint8)  # 384 x 512, derived from the labels
+    table = build_table(image, patch_size=32, labels=truth)
+    dataset = PatchDataset(table, sources={"images": [image], "labels": [truth]})
+    seen = 0
+    for sample in _samples(dataset):
+        (y0, y1), (x0, x1) = sample["position"].tolist()
+        np.testing.assert_array_equal(sample["images"], image[y0:y1, x0:x1])
+        np.testing.assert_array_equal(sample["labels"], truth[y0 // 4:y1 // 4, x0 // 4:x1 // 4])
+        seen += 1
+    assert seen == len(table) == 12 * 16
+
+
 def test_labels_finer_than_the_image_come_as_larger_patches(slide3, pixels):
     truth = _index_labels((2048, 2048))  # twice the slide's resolution
     table = build_table(slide3, patch_size=128, labels=truth)
