@@ -212,12 +212,13 @@ def check_span_aspect(lengths: Mapping[str, int], like: xr.DataArray,
     if low <= high * (1 + _RTOL):
         return
     ratios = ", ".join(f"{lengths[d] / covered[d]:.4g} along {d}" for d in plane)
+    pixel = "label" if what == "labels" else what
     raise MaskError(
-        f"the {what} {source} has no physical coordinates, so it spans the image "
+        f"the {what} {source} has no physical coordinates, so it must span the image "
         f"{describe(like)}, but its shape { {d: int(lengths[d]) for d in plane} } does not "
         f"have the aspect ratio of the image's { {d: round(covered[d]) for d in plane} } pixels "
-        f"({what} pixels per image pixel: {ratios}); is it transposed, or the {what} of another "
-        f"image? Pass a {what} array with the image's aspect ratio, or a DataArray with "
+        f"({pixel} pixels per image pixel: {ratios}); is it transposed, or the {what} of "
+        f"another image? Pass {what}=... with the image's aspect ratio, or as a DataArray with "
         "coordinates in the image's units (or an OME-NGFF image with its scale) to place it "
         "explicitly"
     )
