@@ -131,7 +131,6 @@ def physical_box(arr: xr.DataArray, dim: str, *, whole: bool = False) -> tuple[f
     return start, start + n * size
 
 
-
 # -- the placement rule ---------------------------------------------------------
 
 
@@ -250,8 +249,9 @@ def stored_placement(arr: xr.DataArray, like: xr.DataArray, *, what: str = "labe
     Returns
     -------
     dict of str to (float, float)
-        Per spatial dim of the image: the physical position of the top-left
-        corner of stored pixel 0 and the physical pixel size.
+        Per spatial dim of the image (but a length-1 one that ``arr`` lacks):
+        the physical position of the top-left corner of stored pixel 0 and
+        the physical pixel size.
 
     Raises
     ------
@@ -260,7 +260,9 @@ def stored_placement(arr: xr.DataArray, like: xr.DataArray, *, what: str = "labe
         or spans it with another aspect ratio (:func:`check_span_aspect`).
     """
     source = describe(arr) if source is None else source
-    sdims = spatial_dims(like)
+    # a single plane of the image (z of length 1) may be left out: 2-D labels
+    # of a one-plane stack
+    sdims = [d for d in spatial_dims(like) if d in arr.dims or like.sizes[d] != 1]
     missing = [d for d in sdims if d not in arr.dims]
     if missing:
         raise MaskError(
