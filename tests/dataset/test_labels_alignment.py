@@ -117,6 +117,19 @@ def test_numpy_labels_of_a_numpy_image_span_it():
     assert seen == len(table) == 12 * 16
 
 
+def test_labels_span_the_image_when_the_table_reads_a_coarser_level(slide3, pixels):
+    truth = _index_labels((256, 256))  # 1/4 of level 0, 1/2 of level 1
+    table = build_table({"source": slide3, "level": 1}, patch_size=32, labels=truth)
+    image = pixels(slide3, 1)
+    seen = 0
+    for sample in _samples(PatchDataset(table, sources={"labels": [truth]})):
+        (y0, y1), (x0, x1) = sample["position"].tolist()  # level-1 pixels
+        np.testing.assert_array_equal(sample["images"], image[:, y0:y1, x0:x1])
+        np.testing.assert_array_equal(sample["labels"], _upsampled(truth, 2)[y0:y1:2, x0:x1:2])
+        seen += 1
+    assert seen == len(table) == 256
+
+
 def test_labels_finer_than_the_image_come_as_larger_patches(slide3, pixels):
     truth = _index_labels((2048, 2048))  # twice the slide's resolution
     table = build_table(slide3, patch_size=128, labels=truth)
