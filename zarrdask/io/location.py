@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from ..errors import RemoteAccessError, SourceNotFoundError
+from ..errors import OptionError, RemoteAccessError, SourceNotFoundError
 
 __all__ = [
     "is_remote",
@@ -25,6 +25,7 @@ __all__ = [
     "remote_error",
     "connect_s3",
     "endpoint_of",
+    "check_storage_options",
     "DEFAULT_S3_TIMEOUTS",
     "S3FS_RETRIES",
 ]
@@ -46,6 +47,49 @@ DEFAULT_S3_TIMEOUTS: dict[str, Any] = {
 #: never answers takes minutes to fail. Raise it (or pass
 #: ``config_kwargs={"retries": {...}}``) for flaky networks.
 S3FS_RETRIES = 1
+
+
+def check_storage_options(storage_options: object, *, source: object = None
+                          ) -> dict[str, Any]:
+    """``storage_options`` as a dict, or an :class:`OptionError` saying what
+    to pass.
+
+    Parameters
+    ----------
+    storage_options : mapping or None
+        fsspec options given by the caller.
+    source : object, optional
+        The source they are for (named in the message).
+
+    Returns
+    -------
+    dict
+        A copy (empty for None).
+
+    Raises
+    ------
+    OptionError
+        Anything but None or a mapping with string keys (e.g. the string
+        ``"anon"``, a JSON text, a list of pairs).
+    """
+    if storage_options is None:
+        return {}
+    where = f" for {source}" if isinstance(source, str | os.PathLike) else ""
+    if not isinstance(storage_options, Mapping):
+        hint = (f"{{{storage_options!r}: True}}" if isinstance(storage_options, str)
+                and storage_options.isidentifier() else "{'anon': True}")
+        raise OptionError(
+            f"storage_options{where} must be a dict of fsspec options, got the "
+            f"{type(storage_options).__name__} {storage_options!r}; pass e.g. "
+            f"storage_options={hint}"
+        )
+    bad = [k for k in storage_options if not isinstance(k, str)]
+    if bad:
+        raise OptionError(
+            f"storage_options{where} has non-string keys {bad!r}; fsspec options are "
+            "keyword arguments: pass e.g. {'anon': True, 'endpoint_url': 'http://host:9000'}"
+        )
+    return dict(storage_options)
 
 
 def protocol_of(location: str) -> str:
@@ -123,9 +167,9 @@ def get_filesystem(location: str, storage_options: Mapping[str, Any] | None = No
     import fsspec
 
     protocol = protocol_of(location)
+    options = check_storage_options(storage_options, source=location)
     if protocol == "file":
         return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(location))
-    options = dict(storage_options or {})
     if protocol in ("s3", "s3a"):
         options = _with_s3_defaults(options)
     elif protocol in ("http", "https"):

@@ -315,6 +315,64 @@ def _list_paths(group: zarr.Group, max_items: int = 40) -> list[str]:
     return out
 
 
+_METADATA_FILES = ("zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata")
+
+
+def _damaged_metadata(location: str, key: str | None,
+                      storage_options: Mapping[str, Any] | None) -> str | None:
+    """The first zarr metadata document, at the root of ``location`` or on the
+    way to ``key``, that is not valid JSON (None when none is found)."""
+    import json
+
+    folders = [""]
+    for part in (key or "").strip("/").split("/"):
+        if part:
+            folders.append(f"{folders[-1]}/{part}".lstrip("/"))
+    try:
+        if protocol_of(location) == "file":
+            def read(rel: str) -> bytes | None:
+                full = os.path.join(location, rel)
+                if not os.path.isfile(full):
+                    return None
+                with open(full, "rb") as fh:
+                    return fh.read()
+        else:
+            fs, root = get_filesystem(location, storage_options)
+
+            def read(rel: str) -> bytes | None:
+                try:
+                    return fs.cat_file(f"{root.rstrip('/')}/{rel}")
+                except FileNotFoundError:
+                    return None
+        for folder in folders:
+            for name in _METADATA_FILES:
+                rel = f"{folder}/{name}" if folder else name
+                raw = read(rel)
+                if raw is None:
+                    continue
+                try:
+                    json.loads(raw)
+                except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                    return rel
+    except Exception:
+        return None
+    return None
+
+
+def _metadata_error(source: Any, key: str | None, storage_options: Mapping[str, Any] | None,
+                    display: str, exc: BaseException) -> UnsupportedFormatError:
+    """The error for zarr metadata that is not JSON, naming the document."""
+    where = None
+    if isinstance(source, str):
+        where = _damaged_metadata(source, key, storage_options)
+    doc = f"{display.rstrip('/')}/{where}" if where else f"a zarr metadata document of {display}"
+    return UnsupportedFormatError(
+        f"{doc} is not valid JSON ({type(exc).__name__}: {exc}); the store's metadata is "
+        "damaged or was not written completely: rewrite the store, or restore that file "
+        "from a good copy"
+    )
+
+
 def discover_zarr(source: Any, *, data_group: str | int | None = None,
                   storage_options: Mapping[str, Any] | None = None) -> SourceLevels:
     """Find the levels of the image in a zarr source.
@@ -333,7 +391,25 @@ def discover_zarr(source: Any, *, data_group: str | int | None = None,
     Returns
     -------
     SourceLevels
+
+    Raises
+    ------
+    UnsupportedFormatError
+        No zarr node at the location, or a metadata document (``zarr.json``,
+        ``.zarray``...) that is not JSON.
     """
+    import json
+
+    display = source if isinstance(source, str) else f"<{type(source).__name__}>"
+    try:
+        return _discover_zarr(source, data_group, storage_options)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        key = None if data_group is None else str(data_group)
+        raise _metadata_error(source, key, storage_options, display, exc) from exc
+
+
+def _discover_zarr(source: Any, data_group: str | int | None,
+                   storage_options: Mapping[str, Any] | None) -> SourceLevels:
     location = source if isinstance(source, str) else None
     obj = None if isinstance(source, str) else source
     display = location if location is not None else f"<{type(source).__name__}>"
@@ -399,8 +475,14 @@ def discover_zarr(source: Any, *, data_group: str | int | None = None,
 
 def open_zarr_array(recipe: ArrayRecipe) -> zarr.Array:
     """Open the array named by a zarr :class:`ArrayRecipe`."""
+    import json
+
     source = recipe.location if recipe.location is not None else recipe.obj
     if isinstance(source, zarr.Array) and not recipe.key:
         return source
-    root = _open_root(source, recipe.storage_options, recipe.display)
-    return root[recipe.key] if recipe.key else root
+    try:
+        root = _open_root(source, recipe.storage_options, recipe.display)
+        return root[recipe.key] if recipe.key else root
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _metadata_error(source, recipe.key, recipe.storage_options,
+                              recipe.location or recipe.display, exc) from exc
