@@ -23,7 +23,7 @@ from ..roi import roi_to_selection
 from .levels import Level, SourceLevels
 from .location import check_storage_options, get_filesystem, protocol_of, remote_error
 from .pil_reader import discover_pil, pil_extensions
-from .recipe import ArrayRecipe, LazyArray
+from .recipe import ArrayRecipe, LazyArray, open_facts, remember_opened
 from .tiff_reader import TIFF_EXTENSIONS, discover_tiff, is_tiff_magic
 from .zarr_reader import discover_zarr, looks_like_zarr
 
@@ -254,31 +254,25 @@ def _level_dataarray(src: SourceLevels, index: int, *, axes, roi, chunks, open_k
     name = f"zarrdask-{level.recipe.token()}-{index}-{chunks}"
     chunks = _check_chunks(chunks, dims, level.shape, level.dtype, src.display, level.chunks)
     data = _as_dask(level, name, chunks)
-    arr = xr.DataArray(
-        data,
-        dims=dims,
-        coords=_coords(level, dims),
-        name="image",
-        attrs={
-            "source": src.display,
-            "reader": src.reader,
-            "data_group": level.name or None,
-            "level": index,
-            "levels": len(src.levels),
-            "scale": {d: float(level.scale.get(d, 1.0)) for d in dims if d in SPATIAL_DIMS},
-            "units": {d: level.units.get(d, "pixel") for d in dims if d in SPATIAL_DIMS},
-            "recipe": level.recipe,
-            "open_kwargs": open_kwargs,
-            "full_shape": dict(zip(dims, level.shape, strict=True)),
-            "storage_chunks": dict(zip(dims, level.chunks or data.chunksize, strict=True)),
-            "level0": _level0_geometry(src, dims),
-        },
-    )
+    spatial = [d for d in dims if d in SPATIAL_DIMS]
+    attrs: dict[str, Any] = {"source": src.display, "reader": src.reader}
+    if level.name:
+        attrs["data_group"] = level.name
+    attrs.update({"level": index, "levels": len(src.levels)})
+    arr = xr.DataArray(data, dims=dims, coords=_coords(level, dims), name="image", attrs=attrs)
+    facts: dict[str, Any] = {
+        "open_kwargs": open_kwargs,
+        "full_shape": dict(zip(dims, level.shape, strict=True)),
+        "storage_chunks": dict(zip(dims, level.chunks or data.chunksize, strict=True)),
+        "level0": _level0_geometry(src, dims),
+        "scale": {d: float(level.scale.get(d, 1.0)) for d in spatial},
+        "units": {d: level.units.get(d, "pixel") for d in spatial},
+    }
     selection = roi_to_selection(roi, dims, level.shape, source=src.display)
     if selection:
         arr = arr.isel(selection)
-        arr.attrs["roi"] = {d: [s.start, s.stop] for d, s in selection.items()}
-    return arr
+        facts["roi"] = {d: [s.start, s.stop] for d, s in selection.items()}
+    return remember_opened(arr, level.recipe, **facts)
 
 
 def _from_xarray(obj: xr.DataArray, axes, roi, chunks: Any = None) -> xr.DataArray:
@@ -366,8 +360,11 @@ def open_image(
     -------
     xarray.DataArray
         Named dims (``t, c, z, y, x``; other letters lower-case), physical
-        coordinates on spatial dims, and attrs ``source``, ``level``,
-        ``scale``, ``units`` and ``recipe`` (how to reopen it).
+        coordinates on spatial dims (each with attrs ``units`` and
+        ``scale``), and attrs ``source``, ``reader``, ``data_group``,
+        ``level`` and ``levels`` (strings and ints only: the array writes
+        with ``to_zarr`` / ``to_netcdf``). How to reopen it:
+        :func:`zarrdask.io.recipe.recipe_of`.
 
     Raises
     ------
@@ -428,7 +425,11 @@ def open_pyramid(
         arr = _level_dataarray(src, i, axes=axes, roi=None, chunks=chunks,
                                open_kwargs={"axes": axes, "data_group": data_group, "level": i})
         if roi_sel:
-            arr = arr.isel(_scaled_roi(roi_sel, base, lvl, base_dims))
+            selection = _scaled_roi(roi_sel, base, lvl, base_dims)
+            facts = open_facts(arr)
+            arr = arr.isel(selection)
+            facts["roi"] = {d: [s.start, s.stop] for d, s in selection.items()}
+            arr = remember_opened(arr, facts.pop("recipe"), **facts)
         node = (lvl.name.rpartition("/")[2] or str(i)).replace("/", "_")
         if node in nodes:
             node = str(i)
