@@ -269,11 +269,12 @@ class LazyArray:
         except (IndexError, KeyError, TypeError, MemoryError):
             raise
         except Exception as exc:  # codec failures come in many types
+            names = _chunk_names(array, key if isinstance(key, tuple) else (key,), self.chunks)
             if _is_access_failure(exc) and is_remote(self.recipe.location):
-                raise remote_error(self.recipe.location, self.recipe.storage_options, exc) from exc
-            if not isinstance(key, tuple):
-                key = (key,)
-            names = _chunk_names(array, key, self.chunks)
+                error = remote_error(self.recipe.location, self.recipe.storage_options, exc)
+                raise type(error)(
+                    f"reading chunk {names} of {self.recipe.display}: {error}"
+                ) from exc
             raise CorruptChunkError(
                 f"cannot decode chunk {names} of {self.recipe.display}: "
                 f"{type(exc).__name__}: {exc}; the stored chunk is damaged or was written "
