@@ -151,3 +151,19 @@ def test_store_failing_while_pixels_are_read_names_the_chunk(s3_server, s3_proxy
     _assert_names(info.value, proxy.url, url)
     assert re.search(r"chunk c/0/\d+/\d+", str(info.value)), str(info.value)
     clear_open_cache()
+
+
+@pytest.mark.timeout(60)
+def test_means_missing_tells_a_404_from_a_failure_reported_as_not_found(
+        http_server: str, garbage_endpoint: str):
+    from zarrdask.io.location import means_missing
+
+    fs, _ = get_filesystem(f"{http_server}/image.tif")
+    with pytest.raises(FileNotFoundError) as missing:
+        fs.info(f"{http_server}/no-such-file.tif")
+    assert means_missing(missing.value)
+    fs, _ = get_filesystem(f"{garbage_endpoint}/image.tif")
+    with pytest.raises(FileNotFoundError) as hidden:  # what fsspec calls it
+        fs.info(f"{garbage_endpoint}/image.tif")
+    assert not means_missing(hidden.value)
+    assert not means_missing(TimeoutError("read timed out"))

@@ -28,6 +28,7 @@ __all__ = [
     "endpoint_of",
     "check_storage_options",
     "remote_storage_options",
+    "means_missing",
     "DEFAULT_S3_TIMEOUTS",
     "S3FS_RETRIES",
 ]
@@ -363,6 +364,24 @@ def remote_error(location: str, storage_options: Mapping[str, Any] | None, exc: 
            "the right endpoint_url and credentials (anon=True for public buckets)" if s3 else
            "check the host and port of the URL and that the server is up and reachable")
     return RemoteAccessError(f"cannot reach {where}: {detail}; {fix}")
+
+
+def means_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` really says "no such object" (a missing zarr chunk is
+    then its fill value), rather than a failure that fsspec's HTTP
+    filesystem reports as ``FileNotFoundError`` (a timeout, a refused or
+    garbled answer, a 5xx status).
+
+    Use it where a fetch maps "not found" to something legitimate::
+
+        try:
+            return fs.cat_file(path)
+        except Exception as exc:
+            if means_missing(exc):
+                return None
+            raise remote_error(location, storage_options, exc) from exc
+    """
+    return isinstance(exc, FileNotFoundError) and _hidden_failure(exc) is None
 
 
 def _hidden_failure(exc: FileNotFoundError) -> BaseException | None:
