@@ -220,6 +220,8 @@ class FaultProxy:
         self.mode = mode
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        #: connections accepted so far (each a request, or a retry of one)
+        self.accepted = 0
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(64)
@@ -252,6 +254,7 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            self.accepted += 1
             mode = self.mode
             if mode == "silent":
                 self._track(client)  # kept open, never read nor answered
@@ -322,6 +325,17 @@ def s3_proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
 def http_proxy(http_server: str) -> Iterator[FaultProxy]:
     """A :class:`FaultProxy` in front of the static HTTP server."""
     proxy = FaultProxy(_host_port(http_server))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def silent_proxy() -> Iterator[FaultProxy]:
+    """A :class:`FaultProxy` that is silent from the start (it counts the
+    connections it accepts)."""
+    proxy = FaultProxy(None, mode="silent")
     try:
         yield proxy
     finally:

@@ -167,3 +167,23 @@ def test_means_missing_tells_a_404_from_a_failure_reported_as_not_found(
         fs.info(f"{garbage_endpoint}/image.tif")
     assert not means_missing(hidden.value)
     assert not means_missing(TimeoutError("read timed out"))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("scheme, most", [("s3", 3), ("http", 2)])
+def test_store_without_suffix_on_a_silent_endpoint_gives_up_at_the_first_probe(
+        s3_server, silent_proxy, scheme: str, most: int):
+    # the zarr markers are probed one by one: a timeout on the first one is
+    # the answer, not a reason to try the next markers and then the reader
+    # of flat files (each waiting its own timeouts)
+    if scheme == "s3":
+        url = s3_server.url("slide_plain")
+        options = {**s3_server.storage_options, "endpoint_url": silent_proxy.url,
+                   "config_kwargs": {"connect_timeout": 1, "read_timeout": 1}}
+    else:
+        url, options = f"{silent_proxy.url}/slide_plain", dict(FAST_HTTP)
+    with pytest.raises(RemoteAccessError) as info:
+        zd.open_image(url, storage_options=options)
+    _assert_names(info.value, silent_proxy.url, url)
+    # S3: 3 attempts of one HEAD (the default retries); HTTP: fsspec's HEAD, then GET
+    assert silent_proxy.accepted <= most

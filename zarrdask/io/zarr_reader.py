@@ -18,7 +18,7 @@ from ..errors import (
     ZarrdaskError,
 )
 from .levels import Level, SourceLevels
-from .location import get_filesystem, is_remote, protocol_of, remote_error
+from .location import get_filesystem, is_remote, means_missing, protocol_of, remote_error
 from .recipe import ArrayRecipe
 
 __all__ = ["discover_zarr", "open_zarr_array", "make_store", "looks_like_zarr", "isconsolidated"]
@@ -76,7 +76,14 @@ def _async_wrap(fs):
 
 
 def looks_like_zarr(location: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Whether ``location`` holds zarr metadata at its root."""
+    """Whether ``location`` holds zarr metadata at its root.
+
+    Raises
+    ------
+    RemoteAccessError
+        A URL whose server fails otherwise than by saying a marker file
+        does not exist (timeouts are not retried per marker).
+    """
     stripped = location.rstrip("/")
     if stripped.lower().endswith(".zarr"):
         return True
@@ -89,9 +96,17 @@ def looks_like_zarr(location: str, storage_options: Mapping[str, Any] | None = N
         return False  # spare three round trips (and their retries) per open
     try:
         fs, path = get_filesystem(location, storage_options)
-        return any(fs.exists(f"{path.rstrip('/')}/{m}") for m in markers)
     except Exception:
-        return False
+        return False  # the reader that takes it reports the filesystem's problem
+    for marker in markers:
+        try:
+            fs.info(f"{path.rstrip('/')}/{marker}")
+            return True
+        except Exception as exc:
+            if means_missing(exc):
+                continue
+            raise remote_error(location, storage_options, exc) from exc
+    return False
 
 
 def _is_image_file_name(location: str) -> bool:
