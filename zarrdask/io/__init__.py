@@ -3,7 +3,7 @@
 from .api import discover, open_image, open_pyramid
 from .location import connect_s3
 from .recipe import ArrayRecipe, LazyArray, open_facts, recipe_of
-from .zarr_reader import isconsolidated
+from .zarr_metadata import isconsolidated
 
 __all__ = [
     "open_image",
