@@ -1,7 +1,8 @@
 """Synthetic whole-slide images: tissue-like blobs on a white background.
 
 Deterministic from a seed, written chunk by chunk (never the whole slide in
-memory) as an OME-NGFF pyramid: version 0.5 on zarr v3, 0.4 on zarr v2.
+memory) as an OME-NGFF pyramid: version 0.5 on zarr v3, 0.4 on zarr v2, with
+checksummed chunks (:mod:`zarrdask.io.checksum`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import dask.array as da
 import numpy as np
 import zarr
 from scipy import ndimage
+
+from .io.checksum import checksummed_codecs
 
 __all__ = ["tissue_field", "synthetic_slide", "write_synthetic_slide"]
 
@@ -147,7 +150,8 @@ def write_synthetic_slide(
     pixel_size : float
         Physical size of a level-0 pixel in micrometres.
     compressor : str
-        Blosc compressor name (``"zstd"``, ``"lz4"``...).
+        Blosc compressor name (``"zstd"``, ``"lz4"``...) for zarr v3; zarr v2
+        takes only ``"zstd"`` (see :func:`zarrdask.io.checksum.checksummed_codecs`).
     overwrite : bool
         Replace an existing store.
 
@@ -159,13 +163,10 @@ def write_synthetic_slide(
     path = os.fspath(path)
     if levels is None:
         levels = max(1, int(np.floor(np.log2(max(1, size / chunk)))) + 1)
+    # every chunk carries a checksum verified on read: a damaged chunk is an
+    # error, never silently wrong pixels
+    codecs = checksummed_codecs(zarr_format, compressor=compressor)
     root = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=zarr_format)
-    if zarr_format == 3:
-        compressors = [zarr.codecs.BloscCodec(cname=compressor, clevel=3, shuffle="bitshuffle")]
-    else:
-        from numcodecs import Blosc
-
-        compressors = [Blosc(cname=compressor, clevel=3, shuffle=Blosc.BITSHUFFLE)]
     kwargs = {"dimension_names": ("c", "y", "x")} if zarr_format == 3 else {}
     arr = synthetic_slide(size, chunk=chunk, seed=seed, coverage=coverage)
     datasets = []
@@ -174,7 +175,7 @@ def write_synthetic_slide(
         name = str(lvl)
         target = root.create_array(
             name, shape=arr.shape, dtype=np.uint8, chunks=(3, chunk, chunk),
-            compressors=compressors, overwrite=True, **kwargs,
+            overwrite=True, **codecs, **kwargs,
         )
         writes.append(da.store(arr.rechunk((3, chunk, chunk)), target, lock=False, compute=False))
         factor = 2**lvl

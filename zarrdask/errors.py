@@ -20,6 +20,7 @@ __all__ = [
     "MaskError",
     "TableError",
     "DatasetError",
+    "OptionError",
 ]
 
 
@@ -73,3 +74,9 @@ class TableError(ZarrdaskError, ValueError):
 class DatasetError(ZarrdaskError, ValueError):
     """Arguments of a patch dataset that do not fit its table (modalities,
     transforms, sources, resume state)."""
+
+
+class OptionError(ZarrdaskError, ValueError, TypeError):
+    """A public option of the wrong type or value (``storage_options`` that is
+    not a mapping, ``chunks`` that dask cannot use, a ``level`` that is not an
+    int...). Both a ``ValueError`` and a ``TypeError``."""

@@ -287,8 +287,9 @@ def source_entry(arr: Any, *, image_id: int | None = None) -> dict[str, Any]:
 
     from .axes import SPATIAL_DIMS
     from .io.location import redact_options
+    from .io.recipe import open_facts
 
-    attrs = arr.attrs
+    attrs = {**arr.attrs, **open_facts(arr)}
     recipe = attrs.get("recipe")
     open_kwargs = dict(attrs.get("open_kwargs") or {})
     roi = {d: list(v) for d, v in (attrs.get("roi") or {}).items()}

@@ -51,7 +51,7 @@ from ..dataset.patch_dataset import _torch_distributed
 from ..dataset.sharding import ShardSpec
 from ..errors import AxesError, DatasetError, ZarrdaskError
 from ..io import open_image
-from ..io.recipe import LazyArray
+from ..io.recipe import LazyArray, recipe_of
 from ..roi import parse_metadata
 from ..table import PatchTable, position_columns, source_entry
 from ._stage import AxesStage, check_axes, parse_roi_arg
@@ -705,7 +705,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
                 return {"weak": data.tolist()}, None, _WeakValue(data.dtype)
             base = source_entry(arr, image_id=index)
             base["name"] = name
-            recipe = arr.attrs.get("recipe")
+            recipe = recipe_of(arr)
             obj = None
             if recipe is None or recipe.location is None:
                 obj = recipe.obj if recipe is not None and recipe.obj is not None else arr.data
@@ -714,7 +714,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
         missing = [d for d in dims if d not in mdims]
         if missing:
             if obj is None:
-                recipe = arr.attrs["recipe"]
+                recipe = recipe_of(arr)
                 obj = LazyArray(recipe, [base["shape"][d] for d in mdims], base["dtype"],
                                 tuple(base["chunks"][d] for d in mdims))
             obj = _InsertAxes(obj, len(missing))

@@ -8,10 +8,10 @@ bytes straight from the store (a local file, or fsspec for URLs) and decodes
 them with numcodecs, bypassing zarr-python's async machinery:
 
 * zarr v3: a regular chunk grid, the ``bytes`` codec followed by any of
-  ``blosc``, ``zstd``, ``gzip``;
+  ``blosc``, ``zstd``, ``gzip``, ``crc32c`` (checksum verified);
 * zarr v2: C order, no filters, any numcodecs compressor (or none).
 
-Anything else (sharding, transposes, checksums, filters, TIFF, in-memory
+Anything else (sharding, transposes, filters, TIFF, in-memory
 zarr arrays) falls back to zarr-python's own read of the chunk's region
 (``array[chunk slices]``); numpy arrays are sliced, dask arrays computed one
 chunk at a time.
@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptChunkError, SourceNotFoundError, TableError
+from ..io.checksum import Crc32cChecksum
 from ..io.location import get_filesystem, protocol_of
 from .boxes import INDEX_MODES, chunk_ranges, clip_box, index_map, pad_array
 
 __all__ = ["ArraySource", "ChunkCache", "ChunkFetcher", "DirectLayout", "read_direct_layout"]
 
-_V3_BYTES_CODECS = ("blosc", "zstd", "gzip")
+_V3_BYTES_CODECS = ("blosc", "zstd", "gzip", "crc32c")
 _FLOAT_SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
 
 
@@ -182,7 +183,7 @@ def _v3_layout(meta: dict, fetch: Callable) -> DirectLayout | str:
         if name not in _V3_BYTES_CODECS:
             return f"codec {name!r}"
         decoders.append({"blosc": numcodecs.Blosc, "zstd": numcodecs.Zstd,
-                         "gzip": numcodecs.GZip}[name]())
+                         "gzip": numcodecs.GZip, "crc32c": Crc32cChecksum}[name]())
     decoders.reverse()
     encoding = meta.get("chunk_key_encoding") or {"name": "default"}
     sep = (encoding.get("configuration") or {}).get("separator")

@@ -22,7 +22,7 @@ import numpy as np
 import torch.utils.data
 
 from ..errors import DatasetError, TableError
-from ..io.recipe import ArrayRecipe
+from ..io.recipe import ArrayRecipe, recipe_of
 from ..table import PatchTable, position_columns, read_table
 from .boxes import (
     PAD_MODES,
@@ -71,7 +71,7 @@ class _OpenImageRecipe:
         kwargs = {k: self.open_args.get(k) for k in ("axes", "data_group", "level")
                   if self.open_args.get(k) is not None}
         image = open_image(self.location, storage_options=self.storage_options, **kwargs)
-        return image.attrs["recipe"].open()
+        return recipe_of(image).open()
 
 
 def _has_redacted(options: Any) -> bool:
@@ -85,7 +85,7 @@ def _in_memory_object(obj: Any) -> Any:
     import xarray as xr
 
     if isinstance(obj, xr.DataArray):
-        recipe = obj.attrs.get("recipe")
+        recipe = recipe_of(obj)
         if recipe is not None and recipe.obj is not None:
             return recipe.obj
         return obj.data

@@ -24,6 +24,7 @@ import xarray as xr
 
 from .._version import __version__
 from ..errors import GridParameterError, MaskError, ZarrdaskError
+from ..io.recipe import recipe_of
 from ..table import PatchTable, position_columns, read_table, source_entry
 from .geometry import (
     GridSpec,
@@ -151,12 +152,13 @@ def _resolve_mask(mask_item: Any, image: xr.DataArray, item: Any, tissue_options
 
 def _full_image(image: xr.DataArray) -> xr.DataArray:
     """The whole stored array at the read level (undoing a ROI)."""
-    recipe = image.attrs.get("recipe")
-    if not image.attrs.get("roi") or recipe is None:
-        return image
-    from ..io import open_image
+    from ..io import open_facts, open_image
 
-    kwargs = dict(image.attrs.get("open_kwargs") or {})
+    facts = open_facts(image)
+    recipe = facts.get("recipe")
+    if not facts.get("roi") or recipe is None:
+        return image
+    kwargs = dict(facts.get("open_kwargs") or {})
     kwargs.pop("roi", None)
     kwargs["level"] = image.attrs.get("level")
     source = recipe.location if recipe.location is not None else recipe.obj
@@ -364,8 +366,7 @@ def build_table(
         "skipped": skipped,
         "hash": table_hash,
     }
-    sources = [None if (image.attrs.get("recipe") is not None
-                        and image.attrs["recipe"].location is not None) else image
+    sources = [None if getattr(recipe_of(image), "location", None) is not None else image
                for _, _, image in opened]
     table = PatchTable(frame, meta, sources=sources)
     if cache is not None:
@@ -424,7 +425,7 @@ def _describe(mask_item: Any) -> Any:
     if isinstance(mask_item, str):
         return mask_item if mask_item == "tissue" else {"source": mask_item}
     if isinstance(mask_item, xr.DataArray):
-        recipe = mask_item.attrs.get("recipe")
+        recipe = recipe_of(mask_item)
         return {"source": recipe.public() if recipe is not None else "<in-memory>"}
     if callable(mask_item):
         return {"callable": getattr(mask_item, "__qualname__", repr(mask_item))}
@@ -437,7 +438,7 @@ def _mask_token(mask_item: Any) -> Any:
     if mask_item is None or isinstance(mask_item, str):
         return mask_item
     if isinstance(mask_item, xr.DataArray):
-        return fingerprint(mask_item) if mask_item.attrs.get("recipe") else tokenize(mask_item.data)
+        return fingerprint(mask_item) if recipe_of(mask_item) else tokenize(mask_item.data)
     return tokenize(mask_item)
 
 
