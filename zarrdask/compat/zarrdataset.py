@@ -136,6 +136,8 @@ class _CompatPatchDataset(PatchDataset):
 
     _worker_override: tuple[int, int] | None = None
     _rank_override: tuple[int, int] | None = None
+    # the axes stages receive each array in its source_axes order
+    _default_output_order = "stored"
 
     def _shard(self) -> ShardSpec:
         shard = super()._shard()

@@ -22,17 +22,26 @@ import numpy as np
 import torch.utils.data
 
 from ..errors import DatasetError, TableError
-from ..io.recipe import ArrayRecipe
 from ..table import PatchTable, position_columns, read_table
 from .boxes import (
     PAD_MODES,
     Geometry,
     modality_boxes,
-    parse_output_dims,
     read_level_starts,
     to_output_dims,
 )
-from .chunks import ArraySource, ChunkFetcher, box_chunks
+from .chunks import ChunkFetcher, box_chunks
+from .epochs import EpochCounter
+from .options import (
+    check_choice,
+    check_flag,
+    check_int,
+    check_mapping,
+    check_output_dims,
+    check_sampling,
+    check_state,
+    transform_items,
+)
 from .sharding import (
     ChunkGroups,
     ShardSpec,
@@ -44,6 +53,14 @@ from .sharding import (
     shard_range,
     shard_rows,
 )
+from .sources import (
+    check_uniform_patches,
+    choose_modalities,
+    default_output_dims,
+    entry_kind,
+    make_sources,
+    modality_entries,
+)
 
 __all__ = ["PatchDataset"]
 
@@ -51,55 +68,6 @@ _STATE_VERSION = 1
 _LOOKAHEAD_ROWS = 1024
 
 Transform = Callable[..., Any]
-
-
-class _OpenImageRecipe:
-    """Reopen an image through :func:`zarrdask.open_image` when the table
-    records only its ``open`` arguments."""
-
-    reader = "open"
-    key = None
-
-    def __init__(self, open_args: Mapping[str, Any], storage_options: Mapping[str, Any]) -> None:
-        self.open_args = dict(open_args)
-        self.location = self.open_args.get("source")
-        self.storage_options = dict(storage_options)
-
-    def open(self) -> Any:
-        from ..io import open_image
-
-        kwargs = {k: self.open_args.get(k) for k in ("axes", "data_group", "level")
-                  if self.open_args.get(k) is not None}
-        image = open_image(self.location, storage_options=self.storage_options, **kwargs)
-        return image.attrs["recipe"].open()
-
-
-def _has_redacted(options: Any) -> bool:
-    if isinstance(options, Mapping):
-        return any(_has_redacted(v) for v in options.values())
-    return options == "***"
-
-
-def _in_memory_object(obj: Any) -> Any:
-    """The full stored array behind an in-memory source (DataArray or array)."""
-    import xarray as xr
-
-    if isinstance(obj, xr.DataArray):
-        recipe = obj.attrs.get("recipe")
-        if recipe is not None and recipe.obj is not None:
-            return recipe.obj
-        return obj.data
-    return obj
-
-
-def _entry_kind(entry: Any) -> str:
-    if entry is None:
-        return "none"
-    if isinstance(entry, Mapping) and "weak" in entry:
-        return "weak"
-    if isinstance(entry, Mapping) and "dims" in entry and "shape" in entry:
-        return "array"
-    return "other"
 
 
 class PatchDataset(torch.utils.data.IterableDataset):
@@ -120,7 +88,8 @@ class PatchDataset(torch.utils.data.IterableDataset):
         names (the callable receives and returns those arrays). A bare
         callable applies to ``"images"``.
     shuffle : bool
-        Seeded, chunk-aware shuffling that changes with :meth:`set_epoch`.
+        Seeded, chunk-aware shuffling that changes with the epoch
+        (:meth:`set_epoch`, or the next epoch at each new iteration).
     seed : int
         Seed of the shuffle and of weighted sampling.
     chunk_buffer : int
@@ -143,7 +112,11 @@ class PatchDataset(torch.utils.data.IterableDataset):
     even_shards : bool
         Give every DDP rank the same number of samples, ``ceil(M / ranks)``,
         by reading the first few patches of the epoch sequence a second time
-        (as ``DistributedSampler`` does); without it ranks differ by at most one.
+        (as ``DistributedSampler`` does), so every rank runs the same number
+        of batches and collectives never wait for a rank that stopped. The
+        default; ``False`` reads each patch exactly once and ranks differ by
+        at most one sample (and may differ by one batch). No effect on a
+        single process.
     replacement : bool
         Sample rows with replacement (weighted when ``weights`` is given).
     weights : str or array, optional
@@ -159,9 +132,12 @@ class PatchDataset(torch.utils.data.IterableDataset):
         In-memory objects per image (a sequence, for ``"images"``) or
         ``{modality: sequence}``; needed for images that were in memory when
         the table was built and the table came from Parquet.
-    output_dims : mapping, optional
+    output_dims : mapping or "stored", optional
         ``{modality: "yxc"}``: the dim order of each output; missing letters
-        become size-1 dims. Default: the stored order.
+        become size-1 dims. Default, for every modality not named: the
+        channel-first order ``t, c, z, y, x`` of the dims its arrays have,
+        the same for every image of the table whatever its format.
+        ``"stored"``: each array's stored order.
 
     Notes
     -----
@@ -170,6 +146,11 @@ class PatchDataset(torch.utils.data.IterableDataset):
     pixels (unpadded), "image_id": int}``; torch's default collate batches
     them. Every array is a fresh copy.
     """
+
+    #: Order of modalities that ``output_dims`` does not name: ``"channel_first"``
+    #: (the canonical order, one for the whole table) or ``"stored"`` (each
+    #: array's own order: for subclasses whose transforms expect it).
+    _default_output_order = "channel_first"
 
     def __init__(
         self,
@@ -184,13 +165,13 @@ class PatchDataset(torch.utils.data.IterableDataset):
         cache_bytes: int = 256 * 2**20,
         read_threads: int = 4,
         return_tuple: bool = False,
-        even_shards: bool = False,
+        even_shards: bool = True,
         replacement: bool = False,
         weights: str | Sequence[float] | np.ndarray | None = None,
         num_samples: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
         sources: Sequence[Any] | Mapping[str, Sequence[Any]] | None = None,
-        output_dims: Mapping[str, str | Sequence[str]] | None = None,
+        output_dims: Mapping[str, str | Sequence[str]] | str | None = None,
         _rank: int | None = None,
         _world_size: int | None = None,
     ) -> None:
@@ -206,25 +187,19 @@ class PatchDataset(torch.utils.data.IterableDataset):
                 f"table_or_path must be a PatchTable or the path of a Parquet table, not a "
                 f"{type(table_or_path).__name__}; build one with zarrdask.build_table"
             )
-        if padding_mode not in PAD_MODES:
-            raise DatasetError(
-                f"padding_mode={padding_mode!r} is unknown; use one of {', '.join(PAD_MODES)}"
-            )
-        if int(chunk_buffer) < 1:
-            raise DatasetError(f"chunk_buffer={chunk_buffer} must be at least 1 (1 = draw_same_chunk)")
-        if int(cache_bytes) < 0 or int(read_threads) < 0:
-            raise DatasetError(
-                f"cache_bytes={cache_bytes} and read_threads={read_threads} must not be negative"
-            )
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.chunk_buffer = int(chunk_buffer)
-        self.padding_mode = padding_mode
-        self.cache_bytes = int(cache_bytes)
-        self.read_threads = int(read_threads)
-        self.return_tuple = bool(return_tuple)
-        self.even_shards = bool(even_shards)
-        self.storage_options = dict(storage_options) if storage_options is not None else None
+        self.shuffle = check_flag("shuffle", shuffle)
+        self.seed = check_int("seed", seed)
+        self.chunk_buffer = check_int("chunk_buffer", chunk_buffer, minimum=1)
+        self.padding_mode = check_choice("padding_mode", padding_mode, PAD_MODES)
+        self.cache_bytes = check_int("cache_bytes", cache_bytes, minimum=0)
+        self.read_threads = check_int("read_threads", read_threads, minimum=0)
+        self.return_tuple = check_flag("return_tuple", return_tuple)
+        self.even_shards = check_flag("even_shards", even_shards)
+        replacement = check_flag("replacement", replacement)
+        num_samples = check_int("num_samples", num_samples, minimum=0, optional=True)
+        self.storage_options = check_mapping("storage_options", storage_options,
+                                             "fsspec options such as {'anon': True}")
+        transform_list = transform_items(transforms)
         self._where = self.table_path or repr(table)
         self._hash = table.hash
         self._dims = table.dims
@@ -241,206 +216,75 @@ class PatchDataset(torch.utils.data.IterableDataset):
                 f"{self._where} has image_id values outside 0..{n_images - 1} (the images listed "
                 "in its metadata); the table is inconsistent, rebuild it"
             )
-        self._entries = self._modality_entries(table)
-        self.modalities = self._choose_modalities(modalities)
-        self._sources = self._make_sources(table, sources)
+        self._entries = modality_entries(table)
+        self.modalities = choose_modalities(self._entries, modalities, where=self._where)
+        self._sources = make_sources(table, self._entries, self.modalities, sources,
+                                     self.storage_options, where=self._where)
         self._image_geo = [Geometry.from_entry(e, self._dims, where=f"image {i} in {self._where}")
                            for i, e in enumerate(self._entries["images"])]
         self._geometry = {
             m: self._image_geo if m == "images" else
             [Geometry.from_entry(e, self._dims, where=f"{m} entry of image {i} in {self._where}")
-             if _entry_kind(e) == "array" else None
+             if entry_kind(e) == "array" else None
              for i, e in enumerate(self._entries[m])]
             for m in self.modalities
         }
-        self._output_dims = self._check_output_dims(output_dims)
+        self._output_dims = self._resolve_output_dims(output_dims)
         self._transforms: list[tuple[tuple[str, ...], Transform]] = []
-        for key, fn in self._iter_transforms(transforms):
+        for key, fn in transform_list:
             self.add_transform(key, fn)
-        self._sampling = self._check_sampling(frame, weights, replacement, num_samples)
+        transformed = {m for key, _ in self._transforms for m in key}
+        self._check_collatable(skip=transformed)
+        self._sampling = check_sampling(frame, weights, replacement, num_samples, where=self._where)
         self._key_stride, self._shared_keys = self._shared_image_chunks()
         self._forced = (_rank, _world_size) if _rank is not None or _world_size is not None else None
         if self._forced is not None:
             ShardSpec(int(_rank or 0), int(_world_size or 1))
         self._captured_dist: tuple[int, int] | None = None
-        self._epoch = 0
+        self._epochs = EpochCounter(0)
         self._resume: tuple[int, int] | None = None
         self._progress: dict[str, Any] | None = None
         self._runtime: _Runtime | None = None
         self._groups_cache: ChunkGroups | None = None
 
+    def _resolve_output_dims(self, output_dims: Any) -> dict[str, tuple[str, ...]]:
+        """Per modality, the dims its samples come out with: ``output_dims``
+        where given, else the canonical channel-first order of the union of
+        the modality's stored dims (see :mod:`zarrdask.dataset.sources`)."""
+        if isinstance(output_dims, str) and output_dims == "stored" or (
+                output_dims is None and self._default_output_order == "stored"):
+            return {}
+        given = check_output_dims(output_dims, self.modalities)
+        out = {}
+        for m in self.modalities:
+            dims = given.get(m) or default_output_dims(self._geometry[m])
+            if dims is not None:
+                out[m] = dims
+        return out
+
+    def _check_collatable(self, *, skip: set[str]) -> None:
+        """Fail now, not in collate, when a modality's patches differ in
+        dtype or shape between images (modalities with a transform are left
+        to it)."""
+        names = [str(e.get("name", "?")) for e in self._entries["images"]]
+        zero = np.zeros((1, len(self._dims)), dtype=np.int64)
+        for m in self.modalities:
+            if m in skip or m not in self._output_dims:
+                continue
+            out_dims = self._output_dims[m]
+            dtypes, shapes = [], []
+            for i, geo in enumerate(self._geometry[m]):
+                if geo is None or self._sources[m][i] is None:
+                    dtypes.append(None)
+                    shapes.append(None)
+                    continue
+                lo, hi = self._full_boxes(zero, i, geo)
+                size = dict(zip(geo.dims, (hi - lo)[0].tolist(), strict=True))
+                dtypes.append(self._sources[m][i].dtype)
+                shapes.append(tuple(int(size.get(d, 1)) for d in out_dims))
+            check_uniform_patches(m, dtypes, shapes, out_dims, names, where=self._where)
+
     # -- construction helpers -------------------------------------------------------
-    @staticmethod
-    def _modality_entries(table: PatchTable) -> dict[str, list[Any]]:
-        mods = dict(table.meta.get("modalities") or {})
-        mods.setdefault("images", table.images)
-        n = len(table.images)
-        out = {}
-        for name, entries in mods.items():
-            entries = list(entries) if isinstance(entries, list | tuple) else [entries] * n
-            if len(entries) != n:
-                raise TableError(
-                    f"the table's modality {name!r} lists {len(entries)} entries for {n} images; "
-                    "rebuild the table"
-                )
-            out[str(name)] = entries
-        return out
-
-    def _choose_modalities(self, modalities: Sequence[str] | None) -> list[str]:
-        entries = self._entries
-        if modalities is None:
-            chosen = ["images"]
-            for name, items in entries.items():
-                if name in ("images", "masks"):
-                    continue
-                if items and all(_entry_kind(e) in ("array", "weak") for e in items):
-                    chosen.append(name)
-            return chosen
-        if isinstance(modalities, str):
-            modalities = [modalities]
-        chosen = [str(m) for m in modalities]
-        if len(set(chosen)) != len(chosen):
-            raise DatasetError(f"modalities={chosen} names a modality twice; list each once")
-        for name in chosen:
-            if name not in entries:
-                raise DatasetError(
-                    f"modalities asks for {name!r} but {self._where} has only "
-                    f"{sorted(entries)}; build the table with that modality (e.g. labels=...) or "
-                    "drop it from modalities"
-                )
-            for i, e in enumerate(entries[name]):
-                kind = _entry_kind(e)
-                if kind in ("array", "weak"):
-                    continue
-                what = "none" if kind == "none" else f"{e!r} (computed, not stored)"
-                raise DatasetError(
-                    f"modality {name!r} of image {i} in {self._where} is {what}, so it cannot be "
-                    f"read; drop {name!r} from modalities or rebuild the table with a stored "
-                    f"{name} source for every image"
-                )
-        return chosen
-
-    def _make_sources(self, table: PatchTable, sources: Any) -> dict[str, list[ArraySource | None]]:
-        if sources is None:
-            given: dict[str, list[Any]] = {"images": list(table.sources)}
-        elif isinstance(sources, Mapping):
-            given = {str(k): list(v) for k, v in sources.items()}
-            given.setdefault("images", list(table.sources))
-        else:
-            given = {"images": list(sources)}
-        n = len(table.images)
-        for name, objs in given.items():
-            if len(objs) != n:
-                raise DatasetError(
-                    f"sources for {name!r} has {len(objs)} entries but {self._where} lists {n} "
-                    "images; pass one per image (None where the table can reopen it)"
-                )
-        out: dict[str, list[ArraySource | None]] = {}
-        for name in self.modalities:
-            items = []
-            for i, entry in enumerate(self._entries[name]):
-                if _entry_kind(entry) != "array":
-                    items.append(None)
-                    continue
-                obj = given.get(name, [None] * n)[i]
-                items.append(self._source(name, i, entry, obj))
-            out[name] = items
-        return out
-
-    def _source(self, name: str, index: int, entry: Mapping[str, Any], obj: Any) -> ArraySource:
-        dims = list(entry["dims"])
-        shape = [int(entry["shape"][d]) for d in dims]
-        chunks = [int((entry.get("chunks") or {}).get(d, s) or s) for d, s in zip(dims, shape, strict=True)]
-        label = f"{name} of image {index} ({entry.get('name', '?')})"
-        if obj is not None:
-            return ArraySource(name=label, shape=shape, chunks=chunks, dtype=entry.get("dtype", "uint8"),
-                               obj=_in_memory_object(obj))
-        array = entry.get("array") or {}
-        open_args = entry.get("open") or {}
-        location = array.get("location") or open_args.get("source")
-        if location is None or array.get("reader") == "memory":
-            raise DatasetError(
-                f"{label} was an in-memory array when the table was built and "
-                f"{self._where} keeps no pixels; pass sources=[...] (or sources={{{name!r}: [...]}}) "
-                "to PatchDataset with the array of every in-memory image"
-            )
-        stored = array.get("storage_options") if array else open_args.get("storage_options")
-        if self.storage_options is not None:
-            options = self.storage_options
-        else:
-            if _has_redacted(stored):
-                raise DatasetError(
-                    f"{label} at {location} needs credentials that the table stores redacted "
-                    "('***'); pass storage_options=... to PatchDataset"
-                )
-            options = dict(stored or {})
-        if array:
-            recipe: Any = ArrayRecipe(array.get("reader", "zarr"), location, array.get("key"), options)
-        else:
-            recipe = _OpenImageRecipe(open_args, options)
-        return ArraySource(name=f"{label} at {recipe.location}" + (f" [{recipe.key}]" if recipe.key else ""),
-                           shape=shape, chunks=chunks, dtype=entry.get("dtype", "uint8"), recipe=recipe)
-
-    def _check_output_dims(self, output_dims: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
-        out = {}
-        for name, spec in (output_dims or {}).items():
-            if name not in self.modalities:
-                raise DatasetError(
-                    f"output_dims names {name!r}, which is not among the modalities "
-                    f"{self.modalities}; use one of those"
-                )
-            dims = parse_output_dims(spec)
-            if len(set(dims)) != len(dims):
-                raise DatasetError(f"output_dims[{name!r}]={spec!r} repeats a dim; name each once")
-            out[name] = dims
-        return out
-
-    @staticmethod
-    def _iter_transforms(transforms: Any) -> list[tuple[Any, Transform]]:
-        if transforms is None:
-            return []
-        if callable(transforms) and not isinstance(transforms, Mapping):
-            return [("images", transforms)]
-        if isinstance(transforms, Mapping):
-            return list(transforms.items())
-        return [tuple(item) for item in transforms]
-
-    def _check_sampling(self, frame: Any, weights: Any, replacement: bool,
-                        num_samples: int | None) -> dict[str, Any] | None:
-        n = len(frame)
-        if weights is None and not replacement and num_samples is None:
-            return None
-        w = None
-        if weights is not None:
-            if isinstance(weights, str):
-                if weights not in frame.columns:
-                    raise DatasetError(
-                        f"weights={weights!r} is not a column of {self._where} (columns: "
-                        f"{list(frame.columns)}); pass a column name or an array"
-                    )
-                w = frame[weights].to_numpy(dtype=np.float64)
-            else:
-                w = np.asarray(weights, dtype=np.float64).ravel()
-            if len(w) != n:
-                raise DatasetError(
-                    f"weights has {len(w)} values but the table has {n} rows; pass one per row"
-                )
-            if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-                raise DatasetError(
-                    "weights must be finite, non-negative and not all zero; check the column/array"
-                )
-        total = n if num_samples is None else int(num_samples)
-        if total < 0:
-            raise DatasetError(f"num_samples={num_samples} must not be negative")
-        if not replacement:
-            nonzero = n if w is None else int(np.count_nonzero(w))
-            if total > nonzero:
-                raise DatasetError(
-                    f"num_samples={total} exceeds the {nonzero} rows that can be drawn without "
-                    "replacement; pass replacement=True or a smaller num_samples"
-                )
-        return {"weights": w, "replacement": bool(replacement), "num_samples": total}
-
     def _shared_image_chunks(self) -> tuple[int, np.ndarray]:
         """Image chunks that rows of *other* chunk groups also read.
 
@@ -530,17 +374,26 @@ class PatchDataset(torch.utils.data.IterableDataset):
         self._transforms.append((key, transform))
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: the shuffle and the sampling draws depend on it."""
-        epoch = int(epoch)
-        if epoch != self._epoch:
+        """Select the epoch of the next iteration: the shuffle and the
+        sampling draws depend on it.
+
+        It reaches DataLoader workers already running
+        (``persistent_workers=True``) through shared memory; call it before
+        iterating. Without it, each new iteration reads the epoch after the
+        previous one.
+        """
+        epoch = check_int("epoch", epoch, minimum=0)
+        if self._resume is not None and self._resume[0] != epoch:
             self._resume = None
-            self._progress = None
-        self._epoch = epoch
+        self._epochs.set(epoch)
 
     @property
     def epoch(self) -> int:
-        """The current epoch (see :meth:`set_epoch`)."""
-        return self._epoch
+        """The epoch the next iteration of this reader reads (see
+        :meth:`set_epoch`)."""
+        if self._resume is not None:
+            return self._resume[0]
+        return self._epochs.peek(self._shard().worker)
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (all its DataLoader workers)."""
@@ -549,16 +402,21 @@ class PatchDataset(torch.utils.data.IterableDataset):
 
     def state_dict(self) -> dict[str, Any]:
         """The progress of this reader (a DataLoader worker or the main
-        process) in the current epoch."""
+        process): the epoch in progress and the samples it yielded (after a
+        finished epoch: the next epoch, none yielded)."""
         shard = self._shard()
-        yielded = 0
-        if self._progress is not None and self._progress["epoch"] == self._epoch:
-            yielded = self._progress["yielded"]
-        elif self._resume is not None and self._resume[0] == self._epoch:
-            yielded = self._resume[1]
+        progress = self._progress
+        if progress is not None and progress["generation"] == self._epochs.generation:
+            epoch, yielded = progress["epoch"], progress["yielded"]
+            if progress["length"] is not None and yielded >= progress["length"]:
+                epoch, yielded = epoch + 1, 0
+        elif self._resume is not None:
+            epoch, yielded = self._resume
+        else:
+            epoch, yielded = self._epochs.peek(shard.worker), 0
         return {
             "version": _STATE_VERSION,
-            "epoch": self._epoch,
+            "epoch": int(epoch),
             "yielded": int(yielded),
             "shard": [shard.rank, shard.world_size, shard.worker, shard.num_workers],
             "seed": self.seed,
@@ -569,27 +427,29 @@ class PatchDataset(torch.utils.data.IterableDataset):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Resume: the next iteration yields exactly the samples of
-        ``state_dict["epoch"]`` that were not yielded yet.
+        ``state_dict["epoch"]`` that were not yielded yet (later iterations
+        read the following epochs).
 
         Raises
         ------
         DatasetError
-            When the state comes from another table, seed, shuffle setting,
-            number of workers or world size.
+            When the state is not one saved by :meth:`state_dict`, or comes
+            from another table, seed, shuffle setting, number of workers or
+            world size.
         """
+        check_state(state_dict)
         shard = self._shard()
         expected = {"seed": self.seed, "shuffle": self.shuffle, "total": self._total(),
                     "table_hash": self._hash,
                     "shard": [shard.rank, shard.world_size, shard.worker, shard.num_workers]}
         for key, value in expected.items():
-            if key in state_dict and list(np.atleast_1d(state_dict[key])) != list(np.atleast_1d(value)):
+            if list(np.atleast_1d(state_dict[key])) != list(np.atleast_1d(value)):
                 raise DatasetError(
                     f"cannot resume: the saved state has {key}={state_dict[key]!r} but this "
                     f"dataset has {value!r}; resume with the same table, seed, shuffle, "
                     "num_samples, DataLoader num_workers and world size"
                 )
-        self._epoch = int(state_dict["epoch"])
-        self._resume = (self._epoch, int(state_dict["yielded"]))
+        self._resume = (int(state_dict["epoch"]), int(state_dict["yielded"]))
         self._progress = None
 
     def read_stats(self) -> dict[str, Any]:
@@ -605,7 +465,7 @@ class PatchDataset(torch.utils.data.IterableDataset):
 
     def __repr__(self) -> str:
         return (f"<PatchDataset {len(self._image_id)} rows, modalities {self.modalities}, "
-                f"shuffle={self.shuffle}, epoch {self._epoch}>")
+                f"shuffle={self.shuffle}, next epoch {self.epoch}>")
 
     # -- pickling ------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -662,12 +522,14 @@ class PatchDataset(torch.utils.data.IterableDataset):
     # -- iteration --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
         shard = self._shard()
-        epoch = self._epoch
-        skip = 0
-        if self._resume is not None and self._resume[0] == epoch:
-            skip = self._resume[1]
+        if self._resume is not None:
+            epoch, skip = self._resume
+            self._epochs.resume(shard.worker, epoch)
+        else:
+            epoch, skip = self._epochs.start(shard.worker), 0
         self._resume = None
-        progress = {"epoch": epoch, "yielded": skip}
+        progress = {"epoch": epoch, "yielded": skip, "generation": self._epochs.generation,
+                    "length": None}
         self._progress = progress
         return self._generate(shard, epoch, skip, progress)
 
@@ -686,6 +548,7 @@ class PatchDataset(torch.utils.data.IterableDataset):
     def _generate(self, shard: ShardSpec, epoch: int, skip: int,
                   progress: dict[str, Any]) -> Iterator[Any]:
         rows, group_pos = self._epoch_rows(shard, epoch)
+        progress["length"] = len(rows)
         if skip >= len(rows):
             return
         rt = self._runtime_here()
@@ -816,8 +679,9 @@ class PatchDataset(torch.utils.data.IterableDataset):
             else:
                 arr = fetcher.read(uid, src, lo, hi, valid_lo=geo.valid_start,
                                    valid_hi=geo.valid_stop, padding_mode=self.padding_mode)
-            if m in self._output_dims:
-                arr = to_output_dims(arr, geo.dims, self._output_dims[m], modality=m)
+            target = self._output_dims.get(m)
+            if target is not None and target != geo.dims:
+                arr = np.ascontiguousarray(to_output_dims(arr, geo.dims, target, modality=m))
             sample[m] = arr
         for m in self.modalities:
             if m not in sample:
