@@ -192,3 +192,20 @@ def test_set_epoch_reaches_persistent_spawned_workers(two_slides, method):
     ds.set_epoch(0)
     assert _keys(loader) == reference[0]
     assert _keys(loader) == reference[1]  # advanced by itself
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+def test_workers_of_one_iteration_agree_on_the_epoch_whatever_ran_before(two_slides):
+    """A peek in the main process, or a change of num_workers between
+    iterations, must not leave the workers of an iteration on different
+    epochs (which would repeat some patches and drop others)."""
+    ds = PatchDataset(two_slides, shuffle=True, seed=8, chunk_buffer=2)
+    next(iter(ds))  # epoch 0, read in the main process
+    runs = [_keys(DataLoader(ds, batch_size=5, num_workers=w)) for w in (2, 3, 1)]
+    for keys in runs:
+        assert len(keys) == len(set(keys)) == len(two_slides)
+    assert ds.epoch == 4
+    for epoch, (workers, keys) in enumerate(zip((2, 3, 1), runs, strict=True), start=1):
+        ref = PatchDataset(two_slides, shuffle=True, seed=8, chunk_buffer=2)
+        ref.set_epoch(epoch)
+        assert keys == _keys(DataLoader(ref, batch_size=5, num_workers=workers))

@@ -31,7 +31,7 @@ from .boxes import (
     PAD_MODES,
     Geometry,
 )
-from .epochs import EpochCounter
+from .epochs import EpochCounter, iteration_key
 from .options import (
     check_choice,
     check_flag,
@@ -241,6 +241,7 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
             ShardSpec(int(_rank or 0), int(_world_size or 1))
         self._captured_dist: tuple[int, int] | None = None
         self._epochs = EpochCounter(0)
+        self._iterations_here: tuple[Any, int] = (None, 0)  # (worker pool, iterations run)
         self._resume: tuple[int, int] | None = None
         self._progress: dict[str, Any] | None = None
         self._runtime: Runtime | None = None
@@ -328,7 +329,7 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
         :meth:`set_epoch`)."""
         if self._resume is not None:
             return self._resume[0]
-        return self._epochs.peek(self._shard().worker)
+        return self._epochs.next
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (all its DataLoader workers)."""
@@ -348,7 +349,7 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
         elif self._resume is not None:
             epoch, yielded = self._resume
         else:
-            epoch, yielded = self._epochs.peek(shard.worker), 0
+            epoch, yielded = self._epochs.next, 0
         return {
             "version": _STATE_VERSION,
             "epoch": int(epoch),
@@ -414,6 +415,17 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
         return state
 
     # -- sharding ---------------------------------------------------------------------------
+    def _iteration_key(self) -> tuple[int, int]:
+        """The key every reader of this DataLoader iteration shares (see
+        :mod:`zarrdask.dataset.epochs`); counts this process's iterations."""
+        info = torch.utils.data.get_worker_info()
+        pool = (int(info.seed) - int(info.id)) if info is not None else ("main", os.getpid())
+        seen, count = self._iterations_here
+        count = count if seen == pool else 0
+        self._iterations_here = (pool, count + 1)
+        return iteration_key(None if info is None else int(info.seed),
+                             0 if info is None else int(info.id), count)
+
     def _distributed(self) -> tuple[int, int]:
         if self._forced is not None:
             return int(self._forced[0] or 0), int(self._forced[1] or 1)
@@ -457,11 +469,12 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
     # -- iteration --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
         shard = self._shard()
+        key = self._iteration_key()
         if self._resume is not None:
             epoch, skip = self._resume
-            self._epochs.resume(shard.worker, epoch)
+            self._epochs.resume(key, epoch)
         else:
-            epoch, skip = self._epochs.start(shard.worker), 0
+            epoch, skip = self._epochs.start(key), 0
         self._resume = None
         progress = {"epoch": epoch, "yielded": skip, "generation": self._epochs.generation,
                     "length": None}
