@@ -32,6 +32,18 @@ def test_store_deleted_mid_epoch_raises_instead_of_zero_patches(slide_copy, make
             pass
 
 
+def test_store_deleted_mid_epoch_raises_through_dataloader_workers(slide_copy, make_table):
+    from torch.utils.data import DataLoader
+
+    table = make_table([str(slide_copy)], patch=128)
+    loader = iter(DataLoader(PatchDataset(table), batch_size=4, num_workers=1, prefetch_factor=1))
+    assert next(loader)["images"].shape == (4, 3, 128, 128)
+    shutil.rmtree(slide_copy)
+    with pytest.raises(SourceNotFoundError, match=r"copy\.zarr.*zarr\.json"):
+        for _ in loader:
+            pass
+
+
 def test_missing_chunk_of_a_present_array_is_still_the_fill_value(tmp_path, make_table):
     z = zarr.create_array(tmp_path / "sparse.zarr", shape=(256, 256), chunks=(64, 64),
                           dtype="u1", fill_value=9)
@@ -57,16 +69,19 @@ def test_sharded_store_deleted_mid_epoch_raises_through_zarr_python(tmp_path, ma
             pass
 
 
-def _crc_array(path, data) -> None:
+def _crc_array(path, data, *, blosc: bool = False) -> None:
+    codecs = [zarr.codecs.BloscCodec(), zarr.codecs.Crc32cCodec()] if blosc else \
+        [zarr.codecs.Crc32cCodec()]
     z = zarr.create_array(path, shape=data.shape, chunks=(64, 64), dtype=data.dtype,
-                          compressors=[zarr.codecs.Crc32cCodec()], zarr_format=3)
+                          compressors=codecs, zarr_format=3)
     z[:] = data
 
 
-def test_crc32c_chunks_are_verified_when_decoded_directly(tmp_path, make_table):
+@pytest.mark.parametrize("blosc", [False, True])
+def test_crc32c_chunks_are_verified_when_decoded_directly(tmp_path, make_table, blosc):
     data = (np.arange(128 * 128) % 251).astype(np.uint8).reshape(128, 128)
     path = tmp_path / "crc.zarr"
-    _crc_array(path, data)
+    _crc_array(path, data, blosc=blosc)
     table = make_table([str(path)], patch=64, axes="yx")
     ds = PatchDataset(table)
     samples = list(ds)
@@ -76,7 +91,8 @@ def test_crc32c_chunks_are_verified_when_decoded_directly(tmp_path, make_table):
         np.testing.assert_array_equal(s["images"], data[y0:y1, x0:x1])
     chunk = path / "c" / "1" / "0"
     raw = bytearray(chunk.read_bytes())
-    raw[100:108] = bytes(255 - b for b in raw[100:108])  # pixel bytes: still "decodes"
+    # without blosc these are pixel bytes, which would still "decode"
+    raw[20:28] = bytes(255 - b for b in raw[20:28])
     chunk.write_bytes(bytes(raw))
     with pytest.raises(CorruptChunkError, match=r"(?s)chunk \(1, 0\) of images of image 0.*crc32c"):
         list(PatchDataset(table))
