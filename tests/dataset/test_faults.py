@@ -44,6 +44,15 @@ def test_store_deleted_mid_epoch_raises_through_dataloader_workers(slide_copy, m
             pass
 
 
+def test_damaged_metadata_document_is_a_typed_error_naming_the_file(slide_copy, make_table):
+    from zarrdask.errors import UnsupportedFormatError
+
+    table = make_table([str(slide_copy)], patch=128)
+    (slide_copy / "0" / "zarr.json").write_text("{not json")
+    with pytest.raises(UnsupportedFormatError, match=r"(?s)image 0.*0/zarr\.json is not valid JSON"):
+        next(iter(PatchDataset(table)))
+
+
 def test_missing_chunk_of_a_present_array_is_still_the_fill_value(tmp_path, make_table):
     z = zarr.create_array(tmp_path / "sparse.zarr", shape=(256, 256), chunks=(64, 64),
                           dtype="u1", fill_value=9)
