@@ -45,6 +45,9 @@ def test_zarr_and_ome_tiff_images_are_both_channel_first_and_collate(slide3, rgb
     # output_dims still chooses the order, for every image alike
     last = next(iter(PatchDataset(table, output_dims={"images": "yxc"})))
     assert last["images"].shape == (64, 64, 3)
+    # each source's stored order cannot be batched: said at construction
+    with pytest.raises(DatasetError, match=r"(?s)patch shapes.*\(3, 64, 64\).*\(64, 64, 3\)"):
+        PatchDataset(table, output_dims="stored")
 
 
 def test_mixed_dtypes_fail_at_construction_naming_images_and_the_fix(slide3, tmp_path, make_table):

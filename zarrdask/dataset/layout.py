@@ -317,7 +317,7 @@ def _v3_layout(meta: dict, store: StoreFetcher) -> DirectLayout | str:
             return f"codec {name!r}"
         try:
             decoders.append(_v3_decoder(name))
-        except (ImportError, RuntimeError, ValueError) as exc:  # e.g. no crc32c backend
+        except (ImportError, AttributeError, RuntimeError, ValueError) as exc:  # no crc32c backend
             return f"codec {name!r} ({exc})"
     decoders.reverse()
     encoding = meta.get("chunk_key_encoding") or {"name": "default"}

@@ -269,10 +269,9 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
         names = [str(e.get("name", "?")) for e in self._entries["images"]]
         zero = np.zeros((1, len(self._dims)), dtype=np.int64)
         for m in self.modalities:
-            if m in skip or m not in self._output_dims:
+            if m in skip:
                 continue
-            out_dims = self._output_dims[m]
-            dtypes, shapes = [], []
+            dtypes, shapes, read = [], [], 0
             for i, geo in enumerate(self._geometry[m]):
                 if geo is None or self._sources[m][i] is None:
                     dtypes.append(None)
@@ -280,11 +279,14 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
                     continue
                 lo, hi = self._full_boxes(zero, i, geo)
                 size = dict(zip(geo.dims, (hi - lo)[0].tolist(), strict=True))
+                out_dims = self._output_dims.get(m) or geo.dims  # "stored": its own order
+                read += 1
                 dtypes.append(self._sources[m][i].dtype)
                 shapes.append(tuple(int(size.get(d, 1)) for d in out_dims))
-            check_uniform_patches(m, dtypes, shapes, out_dims, names, where=self._where)
+            if read:
+                check_uniform_patches(m, dtypes, shapes, self._output_dims.get(m), names,
+                                      where=self._where)
 
-    # -- construction helpers -------------------------------------------------------
     # -- public API -------------------------------------------------------------------
     def add_transform(self, modalities: str | Sequence[str], transform: Transform) -> None:
         """Register a transform, applied after those registered before.

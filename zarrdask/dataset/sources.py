@@ -237,7 +237,7 @@ def _describe(indices: list[int], names: list[str]) -> str:
 
 
 def check_uniform_patches(modality: str, dtypes: Sequence[str | None],
-                          shapes: Sequence[tuple[int, ...] | None], dims: Sequence[str],
+                          shapes: Sequence[tuple[int, ...] | None], dims: Sequence[str] | None,
                           names: list[str], *, where: str) -> None:
     """Raise when the patches of ``modality`` would not collate: their dtypes
     or their shapes (in output ``dims``) differ between images.
@@ -246,6 +246,9 @@ def check_uniform_patches(modality: str, dtypes: Sequence[str | None],
     ----------
     dtypes, shapes : sequences, one item per image
         None for images without a stored array of that modality.
+    dims : sequence of str or None
+        The output dims of the shapes; None when each is in its array's
+        stored order (``output_dims="stored"``).
     """
     by_dtype: dict[str, list[int]] = {}
     by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -264,10 +267,16 @@ def check_uniform_patches(modality: str, dtypes: Sequence[str | None],
             f"{fix}"
         )
     if len(by_shape) > 1:
+        kinds = "; ".join(f"{s} for {_describe(ix, names)}" for s, ix in by_shape.items())
+        if dims is None:
+            raise DatasetError(
+                f"the {modality} of {where} have different patch shapes in their stored dim "
+                f"orders ({kinds}): their batches cannot be stacked; leave output_dims unset "
+                f"(one channel-first order for all) or name one order in output_dims, or {fix}"
+            )
         c = dims.index("c") if "c" in dims else None
         channels = {s[c] for s in by_shape} if c is not None else set()
         what = "channel counts" if len(channels) > 1 else "patch shapes"
-        kinds = "; ".join(f"{s} for {_describe(ix, names)}" for s, ix in by_shape.items())
         raise DatasetError(
             f"the {modality} of {where} have different {what} (dims {''.join(dims)!r}: "
             f"{kinds}): their batches cannot be stacked; {fix}"
