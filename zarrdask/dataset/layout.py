@@ -40,8 +40,15 @@ from ..errors import (
 )
 from ..io.location import get_filesystem, protocol_of, remote_error
 
-__all__ = ["ArrayGuard", "DirectLayout", "StoreFetcher", "find_array_guard", "read_direct_layout", "REMOTE_RECHECK_SECONDS",
-           "is_transport_error"]
+__all__ = [
+    "ArrayGuard",
+    "DirectLayout",
+    "StoreFetcher",
+    "find_array_guard",
+    "read_direct_layout",
+    "is_transport_error",
+    "REMOTE_RECHECK_SECONDS",
+]
 
 _V3_BYTES_CODECS = ("blosc", "zstd", "gzip", "crc32c")
 _FLOAT_SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
