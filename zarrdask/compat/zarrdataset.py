@@ -136,6 +136,12 @@ class _CompatPatchDataset(PatchDataset):
 
     _worker_override: tuple[int, int] | None = None
     _rank_override: tuple[int, int] | None = None
+    # the axes stages receive each array in its source_axes order
+    _default_output_order = "stored"
+
+    def __init__(self, *args: Any, even_shards: bool = False, **kwargs: Any) -> None:
+        # the compatibility layer's DDP shares stay disjoint (exactly once)
+        super().__init__(*args, even_shards=even_shards, **kwargs)
 
     def _shard(self) -> ShardSpec:
         shard = super()._shard()

@@ -5,8 +5,8 @@ to wrong pixels without any error. Every array zarrdask writes therefore ends
 its codec chain with a checksum that the reader verifies:
 
 * zarr v3: the compressor, then zarr's ``crc32c`` codec (verified by
-  zarr-python on every read, and by :class:`Crc32cChecksum` on the direct
-  decode path of :mod:`zarrdask.dataset.chunks`).
+  zarr-python on every read, and by numcodecs' ``CRC32C`` on the direct
+  decode path of :mod:`zarrdask.dataset.layout`).
 * zarr v2 has no checksum codec after the compressor: chunks are zstd frames
   with zstd's own content checksum (verified by the zstd decoder).
 """
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-__all__ = ["checksummed_codecs", "Crc32cChecksum"]
+__all__ = ["checksummed_codecs"]
 
 
 def checksummed_codecs(zarr_format: int, *, compressor: str = "zstd", clevel: int = 3
@@ -62,38 +60,3 @@ def checksummed_codecs(zarr_format: int, *, compressor: str = "zstd", clevel: in
 
         return {"compressors": Zstd(level=clevel, checksum=True)}
     raise ValueError(f"zarr_format={zarr_format!r}; pass 2 or 3")
-
-
-class Crc32cChecksum:
-    """Decoder of zarr v3's ``crc32c`` codec, numcodecs-style.
-
-    ``decode`` checks the 4 little-endian checksum bytes at the end of a
-    chunk against the CRC32C of the bytes before them, and returns those
-    bytes.
-    """
-
-    codec_id = "crc32c"
-
-    def decode(self, buf: Any, out: Any = None) -> bytes:
-        """The payload of ``buf`` after checking its checksum.
-
-        Raises
-        ------
-        ValueError
-            The chunk is shorter than a checksum, or its checksum does not
-            match its bytes (the chunk is damaged).
-        """
-        import google_crc32c
-
-        # read-only uint8 view, what google_crc32c takes without a copy
-        data = np.frombuffer(buf if isinstance(buf, bytes) else bytes(memoryview(buf)),
-                             dtype=np.uint8)
-        if len(data) < 4:
-            raise ValueError(f"a crc32c chunk of {len(data)} bytes is shorter than its checksum")
-        payload, stored = data[:-4], bytes(data[-4:])
-        computed = int(google_crc32c.value(payload)).to_bytes(4, "little")
-        if computed != stored:
-            raise ValueError(
-                f"crc32c checksum mismatch (stored {stored.hex()}, computed {computed.hex()})"
-            )
-        return payload.tobytes()
