@@ -23,8 +23,16 @@ import pandas as pd
 import xarray as xr
 
 from .._version import __version__
-from ..errors import GridParameterError, MaskError, ZarrdaskError
-from ..table import PatchTable, position_columns, read_table, source_entry
+from ..errors import GridParameterError, MaskError, TableError, ZarrdaskError
+from ..table import (
+    PatchTable,
+    absolute_location,
+    position_columns,
+    read_table,
+    rows_digest,
+    source_entry,
+)
+from ..table_files import check_writable, is_folder_table
 from .geometry import (
     GridSpec,
     chunk_ids,
@@ -229,8 +237,12 @@ def build_table(
         What to do with an image that cannot be opened: raise (naming it) or
         skip it and report it in ``table.meta["skipped"]``.
     cache : path, optional
-        A Parquet path: returned without recomputing when its hash matches
-        the inputs and parameters; (re)built and written there otherwise.
+        A Parquet path: the table stored there is returned without
+        recomputing when it was built from the same inputs and parameters
+        and its rows are those the build produced (not a filtered copy);
+        otherwise the table is built and written there (an unreadable or
+        filtered table there is replaced, with a :class:`GridWarning`). The
+        location is checked for writing before any work.
     chunks_per_task : int
         Storage chunks per grid task.
 
@@ -242,12 +254,15 @@ def build_table(
         raise GridParameterError(f"sampler={sampler!r} is unknown; use 'grid' or 'blue-noise'")
     if on_error not in ("raise", "skip"):
         raise GridParameterError(f"on_error={on_error!r} is unknown; use 'raise' or 'skip'")
-    items = as_list(images)
+    items = [_absolute_item(item) for item in as_list(images)]
     if not items:
         raise GridParameterError("images is empty; pass at least one image source")
-    mask_items = per_image(masks, len(items), "masks")
-    label_items = per_image(labels, len(items), "labels")
+    mask_items = [m if isinstance(m, str) and m == "tissue" else _absolute_item(m)
+                  for m in per_image(masks, len(items), "masks")]
+    label_items = [_absolute_item(m) for m in per_image(labels, len(items), "labels")]
     seed = 0 if seed is None else int(seed)
+    if cache is not None:
+        cache = os.fspath(cache)
 
     opened: list[tuple[int, Any, xr.DataArray]] = []
     skipped: list[dict[str, str]] = []
@@ -297,10 +312,11 @@ def build_table(
     table_hash = digest({"params": params, "images": prints, "masks": [
         _mask_token(m) for m in (mask_items[i] for i, _, _ in opened)], "labels": label_entries,
         "version": __version__})
-    if cache is not None and os.path.exists(cache):
-        cached = read_table(cache)
-        if cached.hash == table_hash:
+    if cache is not None:
+        cached = _cached_table(cache, table_hash)
+        if cached is not None:
             return cached
+        check_writable(cache)  # before any work, naming the target
 
     # -- the graph --
     tasks = []
@@ -361,7 +377,8 @@ def build_table(
         "images": entries,
         "modalities": {"images": entries, "labels": label_entries, "masks": mask_desc},
         "skipped": skipped,
-        "hash": table_hash,
+        "inputs_hash": table_hash,
+        "built_rows_hash": rows_digest(frame),
     }
     sources = [None if (image.attrs.get("recipe") is not None
                         and image.attrs["recipe"].location is not None) else image
@@ -370,6 +387,44 @@ def build_table(
     if cache is not None:
         table.to_parquet(cache)
     return table
+
+
+def _absolute_item(item: Any) -> Any:
+    """An image/mask/label item whose local path is absolute, so that dask
+    workers and later readers in another working directory find it."""
+    if isinstance(item, str | os.PathLike):
+        return absolute_location(item)
+    if isinstance(item, Mapping):
+        out = dict(item)
+        for key in ("source", "filename"):
+            if isinstance(out.get(key), str | os.PathLike):
+                out[key] = absolute_location(out[key])
+        return out
+    return item
+
+
+def _cached_table(cache: str, table_hash: str) -> PatchTable | None:
+    """The table stored at ``cache`` when it is the one these inputs build,
+    else None (after a warning when the file is unreadable or was filtered)."""
+    if not os.path.lexists(cache):
+        return None
+    try:
+        cached = read_table(cache)
+    except TableError as exc:
+        if os.path.isdir(cache) and not is_folder_table(cache):
+            raise  # never overwrite a folder that holds something else
+        warnings.warn(f"cache={cache} could not be read ({exc}); rebuilding it", GridWarning,
+                      stacklevel=3)
+        return None
+    if cached.meta.get("inputs_hash") != table_hash:
+        return None  # other inputs or parameters: rebuild, as documented
+    if not cached.is_as_built:
+        warnings.warn(
+            f"cache={cache} holds a table derived from this build ({len(cached)} rows: filtered "
+            "or edited after build_table); rebuilding the full table and overwriting it. Write "
+            "filtered tables to another path", GridWarning, stacklevel=3)
+        return None
+    return cached
 
 
 def _tissue_params(options: Mapping[str, Any] | None) -> dict[str, Any]:
