@@ -305,9 +305,10 @@ def _remove(path: str) -> None:
 # -- reading -----------------------------------------------------------------
 
 def _corrupt(path: str, exc: BaseException) -> TableError:
+    reason = " ".join(str(exc).split())  # pyarrow's messages span lines
     return TableError(
         f"{path} is not a readable Parquet coordinate table (truncated, corrupt or another "
-        f"format: {exc}); rebuild it with zarrdask.build_table(..., cache={path!r}) or "
+        f"format: {reason}); rebuild it with zarrdask.build_table(..., cache={path!r}) or "
         f"`zarrdask grid ... --out {path}`"
     )
 

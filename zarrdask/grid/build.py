@@ -413,8 +413,8 @@ def _cached_table(cache: str, table_hash: str) -> PatchTable | None:
     except TableError as exc:
         if os.path.isdir(cache) and not is_folder_table(cache):
             raise  # never overwrite a folder that holds something else
-        warnings.warn(f"cache={cache} could not be read ({exc}); rebuilding it", GridWarning,
-                      stacklevel=3)
+        warnings.warn(f"cache={cache} could not be read; rebuilding it. The error: {exc}",
+                      GridWarning, stacklevel=3)
         return None
     if cached.meta.get("inputs_hash") != table_hash:
         return None  # other inputs or parameters: rebuild, as documented
