@@ -371,12 +371,13 @@ def remap_paths(meta: Mapping[str, Any], path_map: Mapping[str, str]) -> dict[st
     def move(text: str) -> str:
         if text.startswith("<") or "://" in text:
             return text
-        for old, new in roots:
-            if _under(text, old):
-                used.add(old)
-                rest = text[len(old):].lstrip("/")
-                return os.path.join(new, rest) if rest else new
-        return text
+        matches = [(old, new) for old, new in roots if _under(text, old)]
+        used.update(old for old, _ in matches)
+        if not matches:
+            return text
+        old, new = matches[0]  # the longest root
+        rest = text[len(old):].lstrip("/")
+        return os.path.join(new, rest) if rest else new
 
     def walk(obj: Any) -> Any:
         if isinstance(obj, dict):

@@ -162,6 +162,11 @@ class PatchDataset(torch.utils.data.IterableDataset):
     output_dims : mapping, optional
         ``{modality: "yxc"}``: the dim order of each output; missing letters
         become size-1 dims. Default: the stored order.
+    path_map : mapping of str to str, optional
+        Old root prefix to new root prefix of the table's local sources, for
+        a table built where the data was mounted elsewhere, e.g.
+        ``{"/mnt/cluster/slides": "/data/slides"}`` (see
+        :func:`zarrdask.read_table`).
 
     Notes
     -----
@@ -191,16 +196,17 @@ class PatchDataset(torch.utils.data.IterableDataset):
         storage_options: Mapping[str, Any] | None = None,
         sources: Sequence[Any] | Mapping[str, Sequence[Any]] | None = None,
         output_dims: Mapping[str, str | Sequence[str]] | None = None,
+        path_map: Mapping[str, str] | None = None,
         _rank: int | None = None,
         _world_size: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(table_or_path, PatchTable):
-            table = table_or_path
+            table = table_or_path.with_paths(path_map)
             self.table_path: str | None = None
         elif isinstance(table_or_path, str | os.PathLike):
             self.table_path = os.fspath(table_or_path)
-            table = read_table(self.table_path)
+            table = read_table(self.table_path, path_map=path_map)
         else:
             raise DatasetError(
                 f"table_or_path must be a PatchTable or the path of a Parquet table, not a "
