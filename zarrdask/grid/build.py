@@ -416,8 +416,8 @@ def _cached_table(cache: str, table_hash: str) -> PatchTable | None:
         warnings.warn(f"cache={cache} could not be read; rebuilding it. The error: {exc}",
                       GridWarning, stacklevel=3)
         return None
-    if cached.meta.get("inputs_hash") != table_hash:
-        return None  # other inputs or parameters: rebuild, as documented
+    if cached.meta.get("inputs_hash") != table_hash or "built_rows_hash" not in cached.meta:
+        return None  # other inputs or parameters, or an older zarrdask: rebuild, as documented
     if not cached.is_as_built:
         warnings.warn(
             f"cache={cache} holds a table derived from this build ({len(cached)} rows: filtered "
