@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -112,9 +113,9 @@ def test_grid_unreachable_scheduler_is_one_line(tmp_path):
 
 # -- a real scheduler and worker in another directory (issue 10, item 8) -------
 
-@pytest.fixture
-def scheduler_and_worker(tmp_path):
-    """`dask scheduler` and one `dask worker` (own cwd), as separate processes."""
+@contextlib.contextmanager
+def _dask_processes(tmp_path, *, workers: int):
+    """`dask scheduler` and ``workers`` `dask worker` processes (own cwd)."""
     import json
     import time
 
@@ -131,13 +132,14 @@ def scheduler_and_worker(tmp_path):
             time.sleep(0.2)
         assert info.exists(), "dask scheduler did not start"
         address = json.loads(info.read_text())["address"]
-        procs.append(subprocess.Popen(
-            [dask_exe, "worker", address, "--nworkers", "1", "--nthreads", "1",
-             "--no-dashboard", "--local-directory", str(worker_cwd)],
-            cwd=worker_cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if workers:
+            procs.append(subprocess.Popen(
+                [dask_exe, "worker", address, "--nworkers", str(workers), "--nthreads", "1",
+                 "--no-dashboard", "--local-directory", str(worker_cwd)],
+                cwd=worker_cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         yield address
     finally:
-        for proc in reversed(procs):
+        for proc in procs:
             proc.terminate()
         for proc in procs:
             try:
@@ -145,6 +147,23 @@ def scheduler_and_worker(tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def scheduler_and_worker(tmp_path):
+    with _dask_processes(tmp_path, workers=1) as address:
+        yield address
+
+
+@pytest.mark.timeout(120)
+def test_grid_on_a_scheduler_without_workers_is_one_line_not_a_hang(tmp_path):
+    with _dask_processes(tmp_path, workers=0) as address:
+        out = subprocess.run([EXE, "grid", str(tmp_path / "missing.zarr"), "--patch-size", "64",
+                              "--scheduler", address, "--wait-workers", "2",
+                              "--out", str(tmp_path / "t.parquet"), "--quiet"],
+                             capture_output=True, text=True, timeout=90)
+    line = _one_error_line(out)
+    assert f"the scheduler at {address} has no worker after 2 s" in line
 
 
 @pytest.mark.timeout(300)

@@ -16,7 +16,6 @@ __all__ = ["main"]
 
 
 _SCHEDULER_TIMEOUT = 10  # seconds to reach --scheduler
-_WORKERS_TIMEOUT = 60  # seconds to wait for a worker on --scheduler
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,8 +124,9 @@ def _probe(address: str) -> None:
         pass
 
 
-def _connect(address: str):
-    """A client of the scheduler at ``address``, with at least one worker."""
+def _connect(address: str, wait_workers: float):
+    """A client of the scheduler at ``address``, with at least one worker
+    within ``wait_workers`` seconds."""
     from distributed import Client
 
     try:
@@ -140,27 +140,30 @@ def _connect(address: str):
             "start one with `dask scheduler` and pass its address (tcp://host:8786), or omit "
             "--scheduler for a local cluster") from None
     try:
-        client.wait_for_workers(1, timeout=_WORKERS_TIMEOUT)
+        client.wait_for_workers(1, timeout=wait_workers)
     except (OSError, TimeoutError) as exc:
         client.close()
         raise _SchedulerError(
             f"argument --scheduler: the scheduler at {address} has no worker after "
-            f"{_WORKERS_TIMEOUT} s; start one with `dask worker {address}`") from exc
+            f"{wait_workers:g} s (--wait-workers); start one with `dask worker {address}`"
+        ) from exc
     return client
 
 
 class _Cluster:
     """A distributed client on ``--scheduler`` or on a new LocalCluster."""
 
-    def __init__(self, scheduler: str | None, workers: int, threads: int) -> None:
+    def __init__(self, scheduler: str | None, workers: int, threads: int, *,
+                 wait_workers: float = 60) -> None:
         self.scheduler, self.workers, self.threads = scheduler, workers, threads
+        self.wait_workers = wait_workers
         self.cluster = None
 
     def __enter__(self):
         from distributed import Client, LocalCluster
 
         if self.scheduler:
-            self.client = _connect(self.scheduler)
+            self.client = _connect(self.scheduler, self.wait_workers)
         else:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=self.threads,
                                         processes=True, dashboard_address=None)
@@ -195,7 +198,8 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     from .table_files import check_writable
 
     check_writable(args.out)  # before any compute, naming --out
-    with _Cluster(args.scheduler, args.workers, args.threads) as client:
+    with _Cluster(args.scheduler, args.workers, args.threads,
+                  wait_workers=args.wait_workers) as client:
         table = _grid_table(args, args.sources, client)
     table.to_parquet(args.out)
     print(f"{table!r}\nwritten to {args.out}")
@@ -288,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", default="raise", choices=["raise", "skip"])
     p.add_argument("--out", required=True, help="output Parquet path")
     p.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
+    p.add_argument("--wait-workers", type=_positive_float, default=60,
+                   help="seconds to wait for a worker on --scheduler (default 60)")
     p.add_argument("--workers", type=_at_least(1), default=2,
                    help="LocalCluster worker processes")
     p.add_argument("--threads", type=_at_least(1), default=1,
