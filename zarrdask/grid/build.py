@@ -5,13 +5,12 @@ low-resolution level, or a user mask) and one grid task per run of storage
 chunks, so one huge slide spreads across workers. Every task is pure and
 deterministic: a task lost with a worker is recomputed elsewhere and the
 table comes out the same. The integer geometry lives in
-:mod:`zarrdask.grid.geometry`; this module only wires it.
+:mod:`zarrdask.grid.geometry`, the task layout and execution in
+:mod:`zarrdask.grid.graph`; this module only wires them.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,6 @@ from ..errors import GridParameterError, MaskError, TableError, ZarrdaskError
 from ..table import (
     PatchTable,
     absolute_location,
-    position_columns,
     read_table,
     rows_digest,
     source_entry,
@@ -41,6 +39,7 @@ from .geometry import (
     normalize_grid_params,
     window_coverage,
 )
+from .graph import assemble, run_tasks, task_boxes
 from .sources import (
     as_list,
     digest,
@@ -109,36 +108,6 @@ def _mask_numpy(mask: Any) -> np.ndarray:
 
 
 # -- graph construction -----------------------------------------------------
-
-def _task_boxes(roi_start: dict, roi_stop: dict, chunk_shape: dict, dims: Sequence[str],
-                chunks_per_task: int) -> list[tuple[dict, dict]]:
-    """Boxes of up to ``chunks_per_task`` chunks covering the ROI, in
-    row-major chunk order: runs along the last dim, or, when a whole row of
-    chunks is shorter than that, blocks of whole rows (so a 4096² image in
-    512² chunks is 4 tasks of 16 chunks at the default, not 8 of 8)."""
-    ranges = []
-    for d in dims:
-        c = chunk_shape[d]
-        ranges.append(range(roi_start[d] // c, (roi_stop[d] - 1) // c + 1))
-    n_last = len(ranges[-1])
-    rows = max(1, chunks_per_task // n_last) if len(dims) > 1 else 1
-    # runs of chunk indices per dim: the last dim in runs of chunks_per_task,
-    # the one before in blocks of ``rows``, the others one by one
-    runs = [[(i, i + 1) for i in r] for r in ranges]
-    runs[-1] = [(j, min(j + chunks_per_task, ranges[-1].stop))
-                for j in range(ranges[-1].start, ranges[-1].stop, chunks_per_task)]
-    if len(dims) > 1:
-        r = ranges[-2]
-        runs[-2] = [(i, min(i + rows, r.stop)) for i in range(r.start, r.stop, rows)]
-    boxes = []
-    for idx in itertools.product(*runs):
-        start, stop = {}, {}
-        for d, (i0, i1) in zip(dims, idx, strict=True):
-            start[d] = max(i0 * chunk_shape[d], roi_start[d])
-            stop[d] = min(i1 * chunk_shape[d], roi_stop[d])
-        boxes.append((start, stop))
-    return boxes
-
 
 def _resolve_mask(mask_item: Any, image: xr.DataArray, item: Any, tissue_options: Mapping) -> Any:
     if mask_item is None:
@@ -353,7 +322,7 @@ def build_table(
                 dask_key_name=f"bluenoise-{table_hash[:16]}-{image_id}")
         spec_dict = spec.to_dict()
         for n, (box_start, box_stop) in enumerate(
-                _task_boxes(roi_start, roi_stop, chunk_shape, dims, max(1, chunks_per_task))):
+                task_boxes(roi_start, roi_stop, chunk_shape, dims, max(1, chunks_per_task))):
             tasks.append(dask.delayed(_grid_task, pure=True)(
                 box_start, box_stop, roi_start=roi_start, roi_shape=roi_shape,
                 full_shape=full_shape, chunk_shape=chunk_shape, spec=spec_dict, geo=geo,
@@ -361,8 +330,8 @@ def build_table(
                 candidates=candidates, image_id=image_id,
                 dask_key_name=f"grid-{table_hash[:16]}-{image_id}-{n}"))
 
-    parts = _compute(tasks, client=client, progress=progress)
-    frame = _assemble(parts, grid.dims)
+    parts = run_tasks(tasks, client=client, progress=progress)
+    frame = assemble(parts, grid.dims)
     counts = frame.groupby("image_id").size() if len(frame) else pd.Series(dtype=int)
     for image_id, (index, item, _image) in enumerate(opened):
         if counts.get(image_id, 0) == 0 and mask_items[index] is not None:
@@ -504,56 +473,3 @@ def _label_entry(label_item: Any) -> Any:
     return source_entry(labels)
 
 
-def _compute(tasks: list, *, client: Any, progress: bool) -> list[dict]:
-    if not tasks:
-        return []
-    if client is not None:
-        futures = client.compute(tasks)
-        if progress:
-            from distributed import as_completed
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(futures), desc="grid", unit="task")
-            for _ in as_completed(futures):
-                bar.update()
-            bar.close()
-        return client.gather(futures)
-    if progress:
-        from dask.callbacks import Callback
-        from tqdm.auto import tqdm
-
-        class _Bar(Callback):
-            def _start_state(self, dsk, state):
-                self.bar = tqdm(total=sum(len(state[k]) for k in ("ready", "waiting", "running")),
-                                desc="grid", unit="task")
-
-            def _posttask(self, key, result, dsk, state, worker_id):
-                self.bar.update()
-
-            def _finish(self, dsk, state, errored):
-                self.bar.close()
-
-        with _Bar():
-            return list(dask.compute(*tasks, scheduler="threads"))
-    return list(dask.compute(*tasks, scheduler="threads"))
-
-
-def _assemble(parts: list[dict], dims: Sequence[str]) -> pd.DataFrame:
-    positions = position_columns(dims)
-    cols = ["image_id", *positions, "chunk_id", "coverage"]
-    if not parts:
-        return pd.DataFrame({c: np.array([], dtype=np.int64) for c in cols})
-    data = {c: np.concatenate([p[c] for p in parts]) for c in cols}
-    order = np.lexsort([data[c] for c in reversed(["image_id", "chunk_id", *positions])])
-    return pd.DataFrame({c: data[c][order] for c in cols})
-
-
-def expected_tasks(shape: Mapping[str, int], chunks: Mapping[str, int], chunks_per_task: int) -> int:
-    """Number of grid tasks for one image (for progress estimates and tests)."""
-    dims = list(shape)
-    grid = [math.ceil(shape[d] / chunks[d]) for d in dims]
-    n = math.ceil(grid[-1] / chunks_per_task)
-    if len(dims) > 1:
-        rows = max(1, chunks_per_task // grid[-1])
-        n *= math.ceil(grid[-2] / rows) * math.prod(grid[:-2])
-    return n
