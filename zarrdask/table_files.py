@@ -65,28 +65,19 @@ class TableWriteError(TableError, OSError):
     or missing location, no space left); also an ``OSError``."""
 
 
-def _flock(fd: int, flags: int) -> bool:
-    """``flock`` a directory; False when the lock is held elsewhere. File
-    systems without ``flock`` count as locked by us (no protection)."""
+def _flock(fd: int, *, exclusive: bool, wait: bool) -> bool:
+    """``flock`` a directory; False when the lock is held elsewhere. Systems
+    or file systems without ``flock`` count as locked by us (no protection)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         return True
+    flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
     try:
         fcntl.flock(fd, flags)
-    except BlockingIOError:
-        return False
     except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return False
-        return True
+        return exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN)
     return True
-
-
-def _lock_flags(exclusive: bool, wait: bool) -> int:
-    import fcntl
-
-    return (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
 
 
 @contextlib.contextmanager
@@ -95,7 +86,7 @@ def _held(folder: str, *, exclusive: bool = False, wait: bool = True) -> Iterato
     whether it was acquired (always True when ``wait``)."""
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        yield _flock(fd, _lock_flags(exclusive, wait))
+        yield _flock(fd, exclusive=exclusive, wait=wait)
     finally:
         os.close(fd)  # releases the lock
 
