@@ -122,9 +122,10 @@ def test_a_filtered_table_never_keeps_its_parents_hash(tmp_path):
     assert by_assignment.hash == by_constructor.hash
     # the same rows give the same hash again (a rebuilt table is recognised)
     assert PatchTable(table.frame.copy(), table.meta).hash == table.hash
-    # an edit in place is caught when the table is written
+    # an edit in place is caught by the hash and when the table is written
     in_place = _table(10)
     in_place.frame.loc[0, "y"] = 1
+    assert in_place.hash != table.hash
     path = in_place.to_parquet(tmp_path / "t.parquet")
     assert read_table(path).hash not in (table.hash, None)
     assert read_table(path).hash == PatchTable(in_place.frame, table.meta).hash

@@ -129,3 +129,54 @@ def test_a_folder_that_is_no_table_is_never_replaced(tmp_path, small_parts):
     with pytest.raises(TableError, match="not a coordinate table"):
         read_table(folder)
     assert os.listdir(folder) == ["notes.txt"]
+
+
+def _write_many(path: str, tag: str, n: int, replaces: int) -> None:
+    """A writer process: replace the folder table ``replaces`` times."""
+    table_mod._DATASET_ROWS = 4
+    table = _table(n, tag)
+    for _ in range(replaces):
+        table.to_parquet(path)
+
+
+def _read_until(path: str, stop_file: str, out: str) -> None:
+    """A reader process: read until ``stop_file`` exists; report what it saw."""
+    seen, problems = 0, []
+    expected = {"a": _table(22, "a").frame, "b": _table(13, "b").frame}
+    while not os.path.exists(stop_file) or seen == 0:
+        try:
+            back = read_table(path)
+            if not back.frame.equals(expected[back.images[0]["name"]]):
+                problems.append("partial or mixed table")
+            seen += 1
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            problems.append(repr(exc))
+            break
+    with open(out, "w") as f:
+        f.write(f"{seen}\n" + "\n".join(problems))
+
+
+@pytest.mark.slow  # spawning three interpreters takes ~15 s on a loaded machine
+@pytest.mark.timeout(180)
+def test_writer_and_reader_processes_never_see_a_missing_or_partial_table(tmp_path, small_parts):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    path = str(tmp_path / "big.parquet")
+    _table(22, "a").to_parquet(path)
+    stop, report = str(tmp_path / "stop"), str(tmp_path / "report")
+    reader = ctx.Process(target=_read_until, args=(path, stop, report))
+    writers = [ctx.Process(target=_write_many, args=(path, tag, n, 40))
+               for tag, n in (("a", 22), ("b", 13))]
+    reader.start()
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+    open(stop, "w").close()
+    reader.join(60)
+    assert [w.exitcode for w in writers] == [0, 0] and reader.exitcode == 0
+    seen, *problems = open(report).read().split("\n")
+    assert int(seen) > 0 and not [p for p in problems if p], problems[:3]
+    _table(13, "b").to_parquet(path)
+    assert _leftovers(path, str(tmp_path)) == ([], ["report", "stop"])
