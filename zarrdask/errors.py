@@ -19,6 +19,7 @@ __all__ = [
     "GridParameterError",
     "MaskError",
     "TableError",
+    "TableWriteError",
     "DatasetError",
     "OptionError",
 ]
@@ -69,6 +70,11 @@ class MaskError(ZarrdaskError, ValueError):
 
 class TableError(ZarrdaskError, ValueError):
     """A coordinate table that is missing, incomplete or inconsistent."""
+
+
+class TableWriteError(TableError, OSError):
+    """A coordinate table that cannot be written at its path (a read-only
+    or missing location, no space left); also an ``OSError``."""
 
 
 class DatasetError(ZarrdaskError, ValueError):

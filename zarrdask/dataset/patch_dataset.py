@@ -137,6 +137,11 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
         channel-first order ``t, c, z, y, x`` of the dims its arrays have,
         the same for every image of the table whatever its format.
         ``"stored"``: each array's stored order.
+    path_map : mapping of str to str, optional
+        Old root prefix to new root prefix of the table's local sources, for
+        a table built where the data was mounted elsewhere, e.g.
+        ``{"/mnt/cluster/slides": "/data/slides"}`` (see
+        :func:`zarrdask.read_table`).
 
     Notes
     -----
@@ -171,16 +176,17 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
         storage_options: Mapping[str, Any] | None = None,
         sources: Sequence[Any] | Mapping[str, Sequence[Any]] | None = None,
         output_dims: Mapping[str, str | Sequence[str]] | str | None = None,
+        path_map: Mapping[str, str] | None = None,
         _rank: int | None = None,
         _world_size: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(table_or_path, PatchTable):
-            table = table_or_path
+            table = table_or_path.with_paths(path_map)
             self.table_path: str | None = None
         elif isinstance(table_or_path, str | os.PathLike):
             self.table_path = os.fspath(table_or_path)
-            table = read_table(self.table_path)
+            table = read_table(self.table_path, path_map=path_map)
         else:
             raise DatasetError(
                 f"table_or_path must be a PatchTable or the path of a Parquet table, not a "
