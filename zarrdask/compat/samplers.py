@@ -57,6 +57,32 @@ def _box(chunk_tlbr: Mapping[str, slice], dims: list[str], letters: dict[str, st
     return start, stop
 
 
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value == 0
+
+
+def _placeholder_axes(patch_size: Any, spatial_axes: str) -> set[str]:
+    """Axes whose patch size is 0 (zarrdataset's placeholder)."""
+    if _is_zero(patch_size):
+        return set(spatial_axes)
+    if isinstance(patch_size, Mapping):
+        return {str(k) for k, v in patch_size.items() if _is_zero(v)}
+    if isinstance(patch_size, list) and len(patch_size) == len(spatial_axes):
+        return {ax for ax, v in zip(spatial_axes, patch_size, strict=True) if _is_zero(v)}
+    return set()
+
+
+def _without_placeholders(patch_size: Any) -> Any:
+    """``patch_size`` with 0 read as 1, to check the rest of the arguments."""
+    if _is_zero(patch_size):
+        return 1
+    if isinstance(patch_size, Mapping):
+        return {k: 1 if _is_zero(v) else v for k, v in patch_size.items()}
+    if isinstance(patch_size, list):
+        return [1 if _is_zero(v) else v for v in patch_size]
+    return patch_size
+
+
 class PatchSampler:
     """Patch sampling algorithm to retrieve image patches/windows from images.
 
@@ -120,11 +146,15 @@ class PatchSampler:
         self.spatial_axes = spatial_axes
         self._min_area = min_area
         self._allow_incomplete_patches = bool(allow_incomplete_patches)
+        # zarrdataset accepts patch_size=0 (a placeholder) until a grid is computed,
+        # where it fails (here: GridParameterError from the grid parameters)
+        placeholder = _placeholder_axes(patch_size, spatial_axes)
         spec = normalize_grid_params(
-            patch_size, stride, pad, min_area=min_area, spatial_axes=spatial_axes,
-            allow_incomplete_patches=allow_incomplete_patches,
+            _without_placeholders(patch_size), stride, pad, min_area=min_area,
+            spatial_axes=spatial_axes, allow_incomplete_patches=allow_incomplete_patches,
             image_dims=_letters_to_dims(spatial_axes), image_shape=[_ANY_SIZE] * len(spatial_axes))
-        self._patch_size = {ax: spec.patch[ax.lower()] for ax in spatial_axes}
+        self._patch_size = {ax: 0 if ax in placeholder else spec.patch[ax.lower()]
+                            for ax in spatial_axes}
         self._stride = {ax: spec.stride[ax.lower()] for ax in spatial_axes}
         self._pad = {ax: spec.pad[ax.lower()] for ax in spatial_axes}
         self._max_chunk_size = {ax: 0 for ax in spatial_axes}
