@@ -128,6 +128,67 @@ def test_image2array_of_numpy_is_a_one_chunk_zarr_array_with_the_same_pixels():
     np.testing.assert_array_equal(arr[:], data)
 
 
+# -- 6./7. sampler chunks and blue-noise positions per chunk ----------------------------------
+
+def _tall_collection(mask=None) -> zds.ImageCollection:
+    """A 512 x 1024 (Y, X) image in 128 x 256 chunks, stored Z C X Y T."""
+    image = _in_memory(np.zeros((1, 3, 1024, 512, 1), np.float32), (1, 3, 256, 128, 1))
+    args = {"images": {"filename": image, "source_axes": "ZCXYT"}}
+    if mask is not None:
+        args["masks"] = {"filename": mask, "source_axes": "YX"}
+    return zds.ImageCollection(collection_args=args)
+
+
+@pytest.mark.parametrize("incomplete, expected", [
+    (False, []),
+    (True, [{"Z": slice(0, 1), "Y": slice(0, 1024), "X": slice(0, 1024)}]),
+])
+def test_a_chunk_is_listed_when_its_patch_would_cross_the_border(incomplete, expected):
+    collection = _tall_collection()
+    sampler = zds.PatchSampler(1024, allow_incomplete_patches=incomplete)
+    chunks = sampler.compute_chunks(collection)
+    assert chunks[0] == {"Z": slice(0, 1), "Y": slice(0, 128), "X": slice(0, 256)}
+    assert [p for c in chunks for p in sampler.compute_patches(collection, c)] == expected
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"patch_size": {"X": 32, "Y": 32, "Z": 1}, "spatial_axes": "XYZ", "allow_overlap": True,
+     "resample_positions": True},
+    {"patch_size": {"X": 32, "Y": 32}, "spatial_axes": "YX"},
+])
+def test_blue_noise_base_chunk_positions_are_those_of_the_chunk_sampled(kwargs):
+    np.random.seed(447788)  # noqa: NPY002 - the sampler draws its seed from it
+    collection = _tall_collection()
+    sampler = zds.BlueNoisePatchSampler(**kwargs)
+    chunks = sampler.compute_chunks(collection)
+    image_positions = {tuple(p) for p in sampler._image_tls.tolist()}
+    seen = set()
+    axes = sampler.spatial_axes
+    for chunk in chunks:
+        patches = sampler.compute_patches(collection, chunk)
+        assert len(patches) == len(sampler._base_chunk_tls) > 0
+        offset = np.array([chunk[a].start for a in axes])
+        from_base = {tuple(p) for p in (sampler._base_chunk_tls + offset).tolist()}
+        from_patches = {tuple(p[a].start for a in axes) for p in patches}
+        assert from_base == from_patches
+        seen |= from_patches
+    assert seen == image_positions
+
+
+def test_blue_noise_mask_at_an_odd_scale_places_no_patch_past_the_border():
+    mask = np.ones((3, 5), bool)
+    np.random.seed(447788)  # noqa: NPY002 - the sampler draws its seed from it
+    sampler = zds.BlueNoisePatchSampler({"X": 1024, "Y": 1024})
+    assert sampler.compute_chunks(_tall_collection(mask)) == []
+    np.random.seed(447788)  # noqa: NPY002 - the sampler draws its seed from it
+    sampler = zds.BlueNoisePatchSampler({"X": 1024, "Y": 1024}, allow_incomplete_patches=True)
+    collection = _tall_collection(mask)
+    patches = [p for c in sampler.compute_chunks(collection)
+               for p in sampler.compute_patches(collection, c)]
+    assert len(patches) == 1
+    assert patches[0]["Y"].stop - patches[0]["Y"].start == 1024
+
+
 # -- 8. PatchSampler(0): zarrdataset's placeholder patch size ---------------------------------
 
 def test_patch_size_zero_is_accepted_until_a_grid_is_computed():
