@@ -12,9 +12,11 @@ import subprocess
 import sys
 import textwrap
 
+import dask.array as dsa
 import numpy as np
 import pytest
 import tifffile
+import xarray as xr
 import zarr
 
 import zarrdask as zds
@@ -62,6 +64,17 @@ def test_image_loader_ignores_data_group_of_an_in_memory_array():
     with pytest.warns(UserWarning, match="already one array"):
         img = zds.ImageLoader(_in_memory(data, (3, 16, 16)), source_axes="CYX", data_group="0")
     np.testing.assert_array_equal(img[:], data)
+
+
+@pytest.mark.parametrize("make", [np.asarray, lambda a: _in_memory(a, a.shape),
+                                  dsa.from_array, xr.DataArray])
+def test_every_in_memory_array_drops_data_group(make):
+    from zarrdask.compat._sources import effective_data_group
+
+    with pytest.warns(UserWarning, match="already one array"):
+        assert effective_data_group(make(_image((4, 4))), "0/0", what="test") is None
+    assert effective_data_group(make(_image((4, 4))), "", what="test") is None
+    assert effective_data_group("slide.zarr", "0/0", what="test") == "0/0"
 
 
 def test_a_group_still_needs_an_existing_data_group():

@@ -45,13 +45,10 @@ def check_data_group(data_group: Any, source: Any) -> None:
 
 def single_array(source: Any) -> bool:
     """Whether ``source`` is already one in-memory array (no groups inside)."""
-    if isinstance(source, zarr.Array | np.ndarray):
-        return True
-    try:
-        import dask.array as dsa
-    except ImportError:  # pragma: no cover - dask is a dependency
-        return False
-    return isinstance(source, dsa.Array)
+    import dask.array as dsa
+    import xarray as xr
+
+    return isinstance(source, zarr.Array | np.ndarray | dsa.Array | xr.DataArray)
 
 
 def effective_data_group(source: Any, data_group: Any, *, what: str) -> Any:
