@@ -130,6 +130,8 @@ def test_image_base_reports_the_chunk_size_it_was_given():
     assert img.shape == [16, 16, 3]
     assert img.chunk_size == [8, 8, 2]
     assert zds.ImageBase([16, 16, 3], source_axes="YXC").chunk_size == [16, 16, 3]
+    with pytest.raises(AxesError, match="chunk_size"):
+        zds.ImageBase([16, 16, 3], chunk_size=[8, 8], source_axes="YXC")
 
 
 def test_image2array_of_numpy_is_a_one_chunk_zarr_array_with_the_same_pixels():

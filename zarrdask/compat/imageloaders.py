@@ -124,6 +124,11 @@ class ImageBase:
         shape = [int(s) for s in shape]
         chunk_size = shape if chunk_size is None else [int(c) for c in chunk_size]
         source_axes = "".join(source_axes)
+        if len(chunk_size) != len(shape):
+            raise AxesError(
+                f"ImageBase(shape={tuple(shape)}) got chunk_size={tuple(chunk_size)}; give one "
+                "chunk length per dim"
+            )
         if len(source_axes) != len(shape):
             raise AxesError(
                 f"ImageBase(shape={tuple(shape)}) got source_axes={source_axes!r}; give one axis "
