@@ -123,6 +123,40 @@ def test_mapping_data_group_is_a_value_error_naming_the_file(tmp_path):
     store.close()
 
 
+# -- 5. inputs zarrdataset could not read ----------------------------------------------------
+
+def test_a_plain_group_with_one_array_opens_it_and_with_two_names_the_fix(tmp_path):
+    # zarrdataset raised ValueError without data_group; zarrdask reads the only array
+    # (a documented difference) and still refuses to guess between several
+    path = str(tmp_path / "plain.zarr")
+    group = zarr.open_group(path, mode="w")
+    data = _image((1, 2, 2), seed=5)
+    group.create_array("0", data=data, chunks=(1, 2, 2))
+    arr, _ = zds.image2array(path)
+    np.testing.assert_array_equal(arr[:], data)
+    np.testing.assert_array_equal(zds.ImageLoader(path, source_axes="CYX")[:], data)
+    group.create_array("1", data=data, chunks=(1, 2, 2))
+    with pytest.raises(DataGroupError, match="pass data_group="):
+        zds.image2array(path)
+
+
+@pytest.mark.parametrize("name", ["image.unknown", "image.txt", "image.zip"])
+def test_empty_files_of_unknown_formats_are_value_errors(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=name):
+        zds.image2array(str(path))
+
+
+def test_connect_s3_gives_the_filesystem_zarrdask_reads_through():
+    found = zds.connect_s3("https://live.staticflickr.com/4908/31072787307_59f7943caa_o.jpg")
+    assert found["bucket_name"] == "4908"
+    assert found["endpoint_url"] == "https://live.staticflickr.com"
+    assert type(found["s3"]).__name__ == "S3FileSystem"
+    assert found["s3"].endpoint_url == "https://live.staticflickr.com"
+    assert zds.connect_s3("test.png") is None
+
+
 # -- 4. ImageBase chunk sizes; image2array always gives chunks -------------------------------
 
 def test_image_base_reports_the_chunk_size_it_was_given():
