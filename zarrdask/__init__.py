@@ -19,6 +19,7 @@ from .compat import (
     MasksDatasetSpecs,
     PatchSampler,
     ToDtype,
+    image2array,
 )
 from .errors import (
     AxesError,
@@ -38,7 +39,6 @@ from .errors import (
 )
 from .grid.build import GridWarning, build_table
 from .io import connect_s3, isconsolidated, open_image, open_pyramid
-from .io.image2array import image2array
 from .masks import (
     MaskGenerator,
     WSITissueMaskGenerator,

@@ -13,6 +13,7 @@ __all__ = [
     "UnsupportedFormatError",
     "AxesError",
     "DataGroupError",
+    "DataGroupTypeError",
     "RoiError",
     "RemoteAccessError",
     "CorruptChunkError",
@@ -46,6 +47,11 @@ class DataGroupError(ZarrdaskError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class DataGroupTypeError(DataGroupError, ValueError):
+    """A ``data_group`` of a type no reader takes (not a str, an int or None);
+    also a ``ValueError``, as zarrdataset raised."""
 
 
 class RoiError(ZarrdaskError, ValueError):
