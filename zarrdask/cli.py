@@ -207,19 +207,23 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .datasets import write_synthetic_slide
+    from .datasets import write_synthetic_ome_tiff, write_synthetic_slide
     from .io import open_pyramid
     from .summary import describe_pyramid
     from .table import read_table
 
     os.makedirs(args.workdir, exist_ok=True)
     slide = os.path.join(args.workdir, "synthetic_slide.zarr")
-    print(f"[1/3] writing a synthetic {args.size}x{args.size} RGB slide (seed {args.seed}) to {slide}")
+    tiff = os.path.join(args.workdir, "synthetic_slide.ome.tif")
+    print(f"[1/3] writing two synthetic {args.size}x{args.size} RGB slides: OME-NGFF zarr "
+          f"(seed {args.seed}) to {slide}, pyramidal OME-TIFF (seed {args.seed + 1}) to {tiff}")
     write_synthetic_slide(slide, size=args.size, chunk=args.chunk, seed=args.seed)
-    print(describe_pyramid(open_pyramid(slide)))
+    write_synthetic_ome_tiff(tiff, size=args.size, tile=args.chunk, seed=args.seed + 1)
+    for path in (slide, tiff):
+        print(describe_pyramid(open_pyramid(path)))
 
     out = os.path.join(args.workdir, "patches.parquet")
-    print(f"[2/3] tissue mask + {args.patch_size} patch grid on a LocalCluster "
+    print(f"[2/3] tissue masks + {args.patch_size} patch grid of both slides on a LocalCluster "
           f"({args.workers} worker processes)")
     grid_args = argparse.Namespace(
         patch_size=args.patch_size, stride=None, pad=None, min_area=1, mask="tissue",
@@ -227,14 +231,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         quiet=True, on_error="raise", axes=None, data_group=None, level=None,
         storage_options=None)
     with _Cluster(None, args.workers, 1) as client:
-        table = _grid_table(grid_args, [slide], client)
+        table = _grid_table(grid_args, [slide, tiff], client)
     table.to_parquet(out)
     table = read_table(out)
     total = len(table.frame)
     frac = float(table.frame["coverage"].mean()) if total else 0.0
-    print(f"{table!r}\n  written to {out}; mean tissue coverage of kept patches {frac:.2f}")
+    per_image = table.frame.groupby("image_id").size().to_dict()
+    print(f"{table!r}\n  written to {out}; patches per image {per_image}; mean tissue "
+          f"coverage of kept patches {frac:.2f}")
 
-    print("[3/3] streaming patches to torch")
+    print("[3/3] streaming patches to torch (both formats, channel-first)")
     _demo_stream(out, args.batches)
     return 0
 

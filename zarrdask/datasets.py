@@ -2,7 +2,8 @@
 
 Deterministic from a seed, written chunk by chunk (never the whole slide in
 memory) as an OME-NGFF pyramid: version 0.5 on zarr v3, 0.4 on zarr v2, with
-checksummed chunks (:mod:`zarrdask.io.checksum`).
+checksummed chunks (:mod:`zarrdask.io.checksum`); or as a tiled pyramidal
+OME-TIFF with interleaved RGB pixels, as scanners write them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from scipy import ndimage
 
 from .io.checksum import checksummed_codecs
 
-__all__ = ["tissue_field", "synthetic_slide", "write_synthetic_slide"]
+__all__ = ["tissue_field", "synthetic_slide", "write_synthetic_slide", "write_synthetic_ome_tiff"]
 
 _BACKGROUND = np.array([244, 242, 246], dtype=float)
 _TISSUE = np.array([[196, 112, 168], [128, 74, 150], [220, 150, 190]], dtype=float)
@@ -204,4 +205,82 @@ def write_synthetic_slide(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(path, zarr_format=zarr_format)
+    return path
+
+
+def _default_levels(size: int, chunk: int) -> int:
+    return max(1, int(np.floor(np.log2(max(1, size / chunk)))) + 1)
+
+
+def _tiles(arr: da.Array, tile: int):
+    """Tiles of a ``(3, y, x)`` dask array as ``(tile, tile, 3)`` blocks, in
+    TIFF order (row by row), computing one band of rows at a time."""
+    _, height, width = arr.shape
+    for top in range(0, height, tile):
+        band = np.moveaxis(arr[:, top:top + tile, :].compute(), 0, -1)
+        for left in range(0, width, tile):
+            block = band[:, left:left + tile]
+            if block.shape[:2] != (tile, tile):  # edge tiles are padded to the tile size
+                block = np.pad(block, ((0, tile - block.shape[0]), (0, tile - block.shape[1]),
+                                       (0, 0)), constant_values=255)
+            yield np.ascontiguousarray(block)
+
+
+def write_synthetic_ome_tiff(
+    path: str | os.PathLike,
+    *,
+    size: int = 4096,
+    tile: int = 512,
+    levels: int | None = None,
+    seed: int = 0,
+    coverage: float = 0.35,
+    pixel_size: float = 0.5,
+    compression: str = "zlib",
+) -> str:
+    """Write a synthetic slide as a tiled, pyramidal OME-TIFF.
+
+    The layout of a scanner's OME-TIFF export: interleaved RGB pixels
+    (``y, x, c`` as stored), one tiled IFD per level with the
+    sub-resolutions in SubIFDs, the physical pixel size in the OME-XML.
+
+    Parameters
+    ----------
+    path : str or path
+        Output ``.ome.tif`` file (BigTIFF).
+    size, seed, coverage
+        See :func:`synthetic_slide`.
+    tile : int
+        Tile edge in pixels (a multiple of 16).
+    levels : int, optional
+        Number of pyramid levels (each halves the size); default: down to
+        about one tile.
+    pixel_size : float
+        Physical size of a level-0 pixel in micrometres.
+    compression : str
+        A compression tifffile writes without extra codecs (``"zlib"``,
+        ``"lzma"``, ``"none"``...).
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    import tifffile
+
+    path = os.fspath(path)
+    if levels is None:
+        levels = _default_levels(size, tile)
+    arr = synthetic_slide(size, chunk=tile, seed=seed, coverage=coverage)
+    metadata = {"axes": "YXS", "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size,
+                "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"}
+    compression = None if compression == "none" else compression
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+        for lvl in range(levels):
+            _, height, width = arr.shape
+            options = {"subifds": levels - 1, "metadata": metadata} if lvl == 0 else {
+                "subfiletype": 1}
+            tif.write(_tiles(arr, tile), shape=(height, width, 3), dtype=np.uint8,
+                      tile=(tile, tile), photometric="rgb", compression=compression,
+                      **options)
+            arr = _downsample(arr)
     return path
