@@ -189,6 +189,11 @@ def _source(name: str, index: int, entry: Mapping[str, Any], obj: Any,
         return ArraySource(name=label, shape=shape, chunks=chunks, dtype=entry.get("dtype", "uint8"),
                            obj=_in_memory_object(obj))
     array = entry.get("array") or {}
+    if array.get("reader") == "annotations":  # polygons: drawn on demand per read box
+        from ..masks.annotations import raster_from_entry
+
+        return ArraySource(name=label, shape=shape, chunks=chunks, dtype=entry.get("dtype", "uint8"),
+                           obj=raster_from_entry(entry, storage_options=storage_options))
     open_args = entry.get("open") or {}
     location = array.get("location") or open_args.get("source")
     if location is None or array.get("reader") == "memory":

@@ -24,6 +24,7 @@ import xarray as xr
 from .._version import __version__
 from ..errors import GridParameterError, MaskError, TableError, ZarrdaskError
 from ..io.recipe import recipe_of
+from ..masks.class_coverage import add_class_coverage, table_class_map
 from ..table import (
     PatchTable,
     absolute_location,
@@ -284,6 +285,7 @@ def build_table(
     table_hash = digest({"params": params, "images": prints, "masks": [
         _mask_token(m) for m in (mask_items[i] for i, _, _ in opened)], "labels": label_entries,
         "version": __version__})
+    label_classes = table_class_map(label_entries)  # one class map per table, checked early
     if cache is not None:
         cached = _cached_table(cache, table_hash)
         if cached is not None:
@@ -334,7 +336,8 @@ def build_table(
                 dask_key_name=f"grid-{table_hash[:16]}-{image_id}-{n}"))
 
     parts = run_tasks(tasks, client=client, progress=progress)
-    frame = assemble(parts, grid.dims)
+    frame = add_class_coverage(assemble(parts, grid.dims), entries, label_entries, grid.patch,
+                               client=client)
     counts = frame.groupby("image_id").size() if len(frame) else pd.Series(dtype=int)
     for image_id, (index, item, _image) in enumerate(opened):
         if counts.get(image_id, 0) == 0 and mask_items[index] is not None:
@@ -348,6 +351,7 @@ def build_table(
         **params,
         "images": entries,
         "modalities": {"images": entries, "labels": label_entries, "masks": mask_desc},
+        "label_classes": label_classes,
         "skipped": skipped,
         "inputs_hash": table_hash,
         "built_rows_hash": rows_digest(frame),
@@ -482,10 +486,11 @@ def _label_entry(label_item: Any, image: xr.DataArray, *, index: int = 0,
         return None
     if isinstance(label_item, Mapping) and "weak" in label_item:
         return {"weak": label_item["weak"]}
+    from ..masks.annotations import annotation_entry
     from ..masks.placement import stored_placement
 
-    labels = open_item(label_item)
-    entry = source_entry(labels)
+    labels = open_item(label_item, like=image)
+    entry = {**source_entry(labels), **annotation_entry(labels)}
     try:
         placement = stored_placement(labels, image, what="labels", source=item_name(label_item))
     except MaskError as exc:

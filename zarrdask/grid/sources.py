@@ -57,8 +57,15 @@ def item_source_and_options(item: Any) -> tuple[Any, dict[str, Any]]:
     return source, kwargs
 
 
-def open_item(item: Any) -> xr.DataArray:
-    """Open one image item with :func:`zarrdask.open_image`."""
+def open_item(item: Any, *, like: xr.DataArray | None = None) -> xr.DataArray:
+    """Open one image item with :func:`zarrdask.open_image`; with ``like``
+    (the image), annotations (GeoJSON, shapely) are rasterised in its space
+    (:func:`zarrdask.masks.annotations.rasterize_annotations`)."""
+    if like is not None:
+        from ..masks.annotations import is_annotations, rasterize_annotations
+
+        if is_annotations(item):
+            return rasterize_annotations(item, like=like)
     source, kwargs = item_source_and_options(item)
     return open_image(source, **kwargs)
 

@@ -249,7 +249,11 @@ def _prepare(mask: Any, like: xr.DataArray, axes: Any, what: str
     box_of_whole = {d: physical_box(like, d, whole=True) for d in sdims}
     source = describe(mask)
     span_box: dict[str, tuple[float, float]] | None = box_of_whole
-    if isinstance(mask, str | os.PathLike):
+    from .annotations import is_annotations, rasterize_annotations
+
+    if is_annotations(mask):  # GeoJSON / shapely: a raster with physical coordinates
+        arr = rasterize_annotations(mask, like=like, what="mask" if what == "mask" else "labels")
+    elif isinstance(mask, str | os.PathLike):
         from ..io import open_image
 
         arr = open_image(mask, axes=axes)
