@@ -40,6 +40,8 @@ from .errors import (
 from .grid.build import GridWarning, build_table
 from .io import connect_s3, isconsolidated, open_image, open_pyramid
 from .masks import (
+    Annotations,
+    AnnotationWarning,
     MaskGenerator,
     WSITissueMaskGenerator,
     as_mask,
@@ -56,6 +58,8 @@ __all__ = [
     "tissue_mask",
     "as_mask",
     "mask_from_labels",
+    "Annotations",
+    "AnnotationWarning",
     "build_table",
     "read_table",
     "PatchTable",

@@ -25,7 +25,7 @@ from zarrdask.datasets import write_synthetic_slide
 from zarrdask.errors import GridParameterError, MaskError
 from zarrdask.io import open_image
 from zarrdask.masks import as_mask
-from zarrdask.masks.annotations import AnnotationWarning, Annotations, rasterize_annotations
+from zarrdask.masks.annotations import Annotations, AnnotationWarning, rasterize_annotations
 from zarrdask.table import read_table
 
 SIZE, PIXEL, PATCH = 512, 0.5, 64

@@ -14,6 +14,7 @@ from .align import (
     mask_scale_factors,
     mask_scale_of,
 )
+from .annotations import Annotations, AnnotationWarning, rasterize_annotations
 from .generators import MaskGenerator, WSITissueMaskGenerator
 from .tissue import tissue_mask, tissue_threshold
 
@@ -29,4 +30,7 @@ __all__ = [
     "mask_is_empty",
     "MaskGenerator",
     "WSITissueMaskGenerator",
+    "Annotations",
+    "AnnotationWarning",
+    "rasterize_annotations",
 ]
