@@ -233,3 +233,25 @@ def test_images_with_different_class_maps_are_refused(slide):
     table = build_table([slide, slide], patch_size=PATCH, labels=[
         Annotations(a, classes=["Tumor", "Stroma"]), Annotations(b, classes=["Tumor", "Stroma"])])
     assert table.meta["label_classes"] == {"Tumor": 1, "Stroma": 2}
+
+
+@pytest.mark.timeout(240)
+def test_labels_of_a_coarser_level_on_a_local_cluster(slide, geojson_path, client):
+    # level 1 (1 µm pixels): raster pixel (i, j) has its centre on level-0 pixel (2i+1, 2j+1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnnotationWarning)
+        table = build_table({"source": slide, "level": 1}, patch_size=32, labels=geojson_path,
+                            client=client)
+    entry = table.meta["modalities"]["labels"][0]
+    assert entry["shape"] == {"y": SIZE // 2, "x": SIZE // 2}
+    truth = expected_labels()[1::2, 1::2]
+    for row in table.frame.itertuples():  # positions are level-0 pixels
+        window = truth[row.y // 2:row.y // 2 + 32, row.x // 2:row.x // 2 + 32]
+        assert row.coverage_Tumor == pytest.approx((window == TUMOR).mean())
+        assert row.coverage_Stroma == pytest.approx((window == STROMA).mean())
+    seen = 0
+    for sample in _samples(PatchDataset(table), workers=0):
+        (y0, y1), (x0, x1) = sample["position"].tolist()  # level-1 pixels
+        np.testing.assert_array_equal(sample["labels"], truth[y0:y1, x0:x1])
+        seen += 1
+    assert seen == len(table) == (SIZE // 2 // 32) ** 2
