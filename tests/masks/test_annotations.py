@@ -255,3 +255,4 @@ def test_labels_of_a_coarser_level_on_a_local_cluster(slide, geojson_path, clien
         np.testing.assert_array_equal(sample["labels"], truth[y0:y1, x0:x1])
         seen += 1
     assert seen == len(table) == (SIZE // 2 // 32) ** 2
+

@@ -269,6 +269,10 @@ class Annotations:
                 f"(it maps {sorted(mapping)}); add them to classes= (0 leaves them out)")
         return mapping
 
+    def __repr__(self) -> str:
+        return (f"Annotations({self.name!r}, {len(self.shapes)} shapes, classes={self.classes}, "
+                f"space={self.space!r})")
+
     def geojson(self) -> dict[str, Any]:
         """The annotations as a GeoJSON FeatureCollection (what tables embed
         for in-memory annotations)."""
