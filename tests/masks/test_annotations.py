@@ -256,3 +256,19 @@ def test_labels_of_a_coarser_level_on_a_local_cluster(slide, geojson_path, clien
         seen += 1
     assert seen == len(table) == (SIZE // 2 // 32) ** 2
 
+
+
+def test_a_cached_table_is_rebuilt_when_its_geojson_mask_changes(slide, tmp_path):
+    path = tmp_path / "mask.geojson"
+    cache = tmp_path / "cache.parquet"
+
+    def write(*boxes):
+        path.write_text(json.dumps({"type": "FeatureCollection",
+                                    "features": [_feature(b, "Tissue") for b in boxes]}))
+
+    write(box(0, 0, 64, 64))
+    first = build_table(slide, patch_size=PATCH, masks=str(path), cache=cache)
+    assert len(first) == 1
+    write(box(0, 0, 64, 64), box(448, 448, 512, 512))  # a second annotated region
+    second = build_table(slide, patch_size=PATCH, masks=str(path), cache=cache)
+    assert set(zip(second.frame["y"], second.frame["x"], strict=True)) == {(0, 0), (448, 448)}

@@ -43,6 +43,7 @@ from .geometry import (
 )
 from .graph import assemble, run_tasks, task_boxes
 from .sources import (
+    _stat_stamp,
     as_list,
     digest,
     fingerprint,
@@ -464,7 +465,9 @@ def _mask_token(mask_item: Any) -> Any:
     from dask.base import tokenize
 
     if mask_item is None or isinstance(mask_item, str):
-        return mask_item
+        from ..masks.annotations import is_annotations
+
+        return [mask_item, _stat_stamp(mask_item)] if is_annotations(mask_item) else mask_item
     if isinstance(mask_item, xr.DataArray):
         return fingerprint(mask_item) if recipe_of(mask_item) else tokenize(mask_item.data)
     return tokenize(mask_item)
