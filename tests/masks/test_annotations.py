@@ -272,3 +272,14 @@ def test_a_cached_table_is_rebuilt_when_its_geojson_mask_changes(slide, tmp_path
     write(box(0, 0, 64, 64), box(448, 448, 512, 512))  # a second annotated region
     second = build_table(slide, patch_size=PATCH, masks=str(path), cache=cache)
     assert set(zip(second.frame["y"], second.frame["x"], strict=True)) == {(0, 0), (448, 448)}
+
+
+def test_annotations_that_miss_the_image_warn(image):
+    # annotations of a slide ten times larger (or coordinates in the wrong space) miss it
+    far = [box(5000, 5000, 5100, 5100)]
+    with pytest.warns(AnnotationWarning, match="none of the 1 polygons.*space='pixel'"):
+        labels = rasterize_annotations(far, like=image)
+    assert not labels.values.any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)  # partly outside: no warning
+        rasterize_annotations([box(500, 500, 600, 600)], like=image)

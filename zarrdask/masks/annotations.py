@@ -358,6 +358,7 @@ def rasterize_annotations(item: Any, *, like: xr.DataArray, what: str = "labels"
     origin = {d: box[d][0] for d in ("y", "x")}
     transform = _level0(like) if ann.space == "pixel" else {d: (0.0, 1.0) for d in ("y", "x")}
     raster = _build_raster(ann, transform, origin, size, shape)
+    _warn_if_outside(raster, ann, like)
     name = f"annotations-{tokenize(ann.name, ann.space, ann.classes, origin, size, shape, [g.wkb for g, _ in ann.shapes])}"
     data = da.from_array(raster, chunks=ann.chunks, asarray=True, lock=False, name=name,
                          meta=np.empty((0, 0), dtype=raster.dtype))
@@ -376,6 +377,24 @@ def rasterize_annotations(item: Any, *, like: xr.DataArray, what: str = "labels"
     return xr.DataArray(data, dims=("y", "x"), coords=coords, name=what, attrs={
         "source": ann.name, "scale": dict(size), "classes": dict(ann.classes),
         "zarrdask_annotations": record})
+
+
+def _warn_if_outside(raster: AnnotationRaster, ann: Annotations, like: xr.DataArray) -> None:
+    """Warn when no polygon touches the image (annotations of another
+    slide, or pixel coordinates read as physical ones or the reverse)."""
+    import shapely
+
+    if not raster.polygons:
+        return
+    extent = shapely.box(-0.5, -0.5, raster.shape[1] - 0.5, raster.shape[0] - 0.5)
+    if not shapely.intersects(np.asarray(raster.polygons, dtype=object), extent).any():
+        bounds = shapely.total_bounds([g for g, _ in ann.shapes])
+        warnings.warn(
+            f"none of the {len(raster.polygons)} polygons of the annotations {ann.name} "
+            f"(bounds x {bounds[0]:g}..{bounds[2]:g}, y {bounds[1]:g}..{bounds[3]:g}, "
+            f"space={ann.space!r}) lies on the image {describe(like)}: the raster is empty; check "
+            "space= ('pixel' for QuPath's level-0 pixels, 'physical' for the image's units) and "
+            "that they belong to this image", AnnotationWarning, stacklevel=3)
 
 
 def _raster_pixel_size(ann: Annotations, like: xr.DataArray, box: Mapping[str, tuple[float, float]],
