@@ -54,6 +54,8 @@ __all__ = [
     "read_table",
     "PatchTable",
     "PatchDataset",
+    "PredictionWriter",
+    "PredictionError",
     "GridWarning",
     "MaskGenerator",
     "WSITissueMaskGenerator",
@@ -97,6 +99,14 @@ def __getattr__(name: str) -> object:
         from .dataset import PatchDataset
 
         return PatchDataset
+    if name in ("PredictionWriter", "PredictionError"):  # zarr/dask writer, loaded on use
+        from . import predict
+
+        return getattr(predict, name)
+    if name in ("plot", "qc"):  # matplotlib loads with the pictures only
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     if name in _TORCH_COMPAT_NAMES:  # served by zarrdask.compat.zarrdataset
         from .compat import zarrdataset
 
