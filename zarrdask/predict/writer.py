@@ -200,6 +200,7 @@ class PredictionWriter:
             raise PredictionError(f"predictions of dtype {values.dtype} are not numeric")
         for image_id in np.unique(ids).tolist():
             geo = self.geometry(image_id)
+            self._array(image_id)  # create (or check) the output at its first batch
             sel = np.flatnonzero(ids == image_id)
             rows = geo.row_ids(starts[sel], where="write()")
             batch = values[sel].astype(np.float64)
@@ -291,7 +292,9 @@ class PredictionWriter:
                           storage_options=self.storage_options)
         try:
             self._fs.rm(scratch, recursive=True)
-        except FileNotFoundError:
+            if protocol_of(self.out) == "file":
+                os.rmdir(f"{self.out}/{SCRATCH}")  # only once no other image waits in it
+        except OSError:
             pass
         return True
 
