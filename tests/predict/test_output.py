@@ -117,3 +117,17 @@ def test_an_existing_output_of_another_shape_is_not_overwritten(overlap_table, t
     second = PredictionWriter(overlap_table, tmp_path / "out", channels=2)
     with pytest.raises(PredictionError, match="remove it or write to another `out`"):
         second.write(torch.zeros(4, 2, 64, 64), batch["position"], batch["image_id"])
+
+
+def test_ome_zarr_py_reads_the_output(written, slide_pixels):
+    pytest.importorskip("ome_zarr")
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    node = next(iter(Reader(parse_url(written.outputs[0]))()))
+    assert [tuple(d.shape) for d in node.data] == [(3, 300, 300), (3, 150, 150), (3, 75, 75)]
+    assert [a["name"] for a in node.metadata["axes"]] == ["c", "y", "x"]
+    transforms = node.metadata["coordinateTransformations"][0]
+    assert transforms == [{"type": "scale", "scale": [1.0, 0.5, 0.5]},
+                          {"type": "translation", "translation": [0.0, 10.0, 20.0]}]
+    np.testing.assert_array_equal(np.asarray(node.data[0]), slide_pixels.astype(np.float32))
