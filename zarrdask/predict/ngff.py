@@ -4,7 +4,6 @@ metadata and the pyramid levels built with dask at the end."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -112,11 +111,19 @@ def write_multiscales(location: str, geo: OutputGeometry, *, channels: int, leve
 
 def _reduce(block: np.ndarray, axis: tuple[int, ...] | None = None, *, how: str = "mean",
             integer: bool = False, **_: Any) -> np.ndarray:
-    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
-        if how == "max":
-            return np.max(block, axis=axis) if integer else np.nanmax(block, axis=axis)
-        return np.mean(block, axis=axis) if integer else np.nanmean(block, axis=axis)
+    """Mean or max over ``axis`` leaving out NaN (pixels no patch covered);
+    all-NaN windows stay NaN. No warnings: dask runs this in threads, where
+    ``warnings.catch_warnings`` is not safe."""
+    if integer:
+        return np.max(block, axis=axis) if how == "max" else np.mean(block, axis=axis)
+    valid = np.isfinite(block)
+    count = valid.sum(axis=axis)
+    if how == "max":
+        out = np.where(valid, block, -np.inf).max(axis=axis, initial=-np.inf)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(valid, block, 0.0).sum(axis=axis) / count
+    return np.where(count > 0, out, np.nan)
 
 
 def build_pyramid(location: str, geo: OutputGeometry, *, channels: int, dtype: np.dtype,
