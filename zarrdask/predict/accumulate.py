@@ -62,14 +62,11 @@ def combine(contributions: Iterable[tuple[int, tuple[slice, ...], np.ndarray]],
             value = acc[:channels] / np.where(covered, weight, 1.0)
         if dtype.kind in "iu":
             value = np.rint(value)
-    out = np.empty((channels, *chunk_shape), dtype=dtype)
-    out[...] = fill_value(dtype)
-    if dtype.kind in "iub":
-        info = np.iinfo(dtype) if dtype.kind in "iu" else None
-        if info is not None:
-            value = np.clip(np.nan_to_num(value), info.min, info.max)
-    out[:, covered] = value[:, covered].astype(dtype)
-    return out
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        value = np.clip(np.nan_to_num(value), info.min, info.max)
+    with np.errstate(invalid="ignore"):
+        return np.where(covered[None], value, fill_value(dtype)).astype(dtype)
 
 
 def encode_fragment(slices: tuple[slice, ...], arr: np.ndarray) -> bytes:

@@ -25,7 +25,11 @@ SCRATCH = ".zarrdask-predict"  # folder of `out` holding what writers left for e
 
 def _numpy(value: Any, name: str) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor, on any device
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        try:
+            value = value.numpy()
+        except TypeError:  # bfloat16 and other dtypes numpy lacks
+            value = value.float().numpy()
     try:
         return np.asarray(value)
     except Exception as exc:
@@ -203,7 +207,7 @@ class PredictionWriter:
             self._array(image_id)  # create (or check) the output at its first batch
             sel = np.flatnonzero(ids == image_id)
             rows = geo.row_ids(starts[sel], where="write()")
-            batch = values[sel].astype(np.float64)
+            batch = values[sel]  # blended in float64 by the accumulator
             if batch.ndim == 2:
                 batch = np.broadcast_to(batch.reshape(*batch.shape, *([1] * nd)),
                                         (*batch.shape, *geo.box))
