@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 import numpy as np
 
@@ -114,9 +115,20 @@ def _parallel(fn, jobs) -> float:
     procs = [ctx.Process(target=_child, args=(fn, job, barrier, queue)) for job in jobs]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=1800) for _ in procs]
-    for p in procs:
-        p.join()
+    results = []
+    try:
+        while len(results) < len(procs):
+            try:
+                results.append(queue.get(timeout=5))
+            except Empty:
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a benchmark process failed (exit codes {dead})") from None
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
     return max(r[-1] for r in results) - min(r[0] for r in results)
 
 
