@@ -4,6 +4,7 @@ metadata and the pyramid levels built with dask at the end."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -57,24 +58,37 @@ def _level_shape(geo: OutputGeometry, channels: int, k: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
+_CREATE_RETRIES = 20
+
+
 def open_level0(location: str, geo: OutputGeometry, *, channels: int, dtype: np.dtype,
                 storage_options: Mapping[str, Any] | None) -> zarr.Array:
     """Create the output's group and level-0 array, or open them when a
-    previous (or concurrent) writer already made them with the same geometry."""
+    previous (or concurrent) writer already made them with the same geometry.
+
+    Writers starting together race to create the array: whoever loses finds
+    it made by the other (``ContainsArrayError``, or metadata that is being
+    written) and opens it instead.
+    """
     store = writable_store(location, storage_options)
     shape = _level_shape(geo, channels, 0)
     chunks = (channels, *geo.chunks)
-    try:
-        group = zarr.open_group(store, mode="r+")
-        arr = group["0"]
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError,
-            zarr.errors.ContainsArrayError, zarr.errors.NodeTypeValidationError):
-        group = zarr.open_group(store, mode="a", zarr_format=3)
-        if "ome" not in group.attrs:
-            group.attrs["ome"] = _ome(geo, location, channels, levels=1)
-        return group.require_array("0", shape=shape, chunks=chunks, dtype=dtype,
-                                   fill_value=fill_value(dtype),
-                                   dimension_names=("c", *geo.dims), **codecs())
+    last: Exception | None = None
+    for attempt in range(_CREATE_RETRIES):
+        try:
+            arr = _open_or_create(store, geo, location, shape=shape, chunks=chunks,
+                                  channels=channels, dtype=dtype)
+            break
+        except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError,
+                FileExistsError, ValueError, KeyError) as exc:  # another writer is creating it
+            if isinstance(exc, PredictionError):
+                raise
+            last = exc
+            time.sleep(0.01 * (attempt + 1))
+    else:
+        raise PredictionError(
+            f"cannot create or open {location}/0 ({last!r}); check that nothing else writes there"
+        ) from last
     if (tuple(arr.shape), tuple(arr.chunks), np.dtype(arr.dtype)) != (shape, chunks, np.dtype(dtype)):
         raise PredictionError(
             f"{location} already holds an array of shape {arr.shape}, chunks {arr.chunks}, "
@@ -82,6 +96,21 @@ def open_level0(location: str, geo: OutputGeometry, *, channels: int, dtype: np.
             "this writer makes; remove it or write to another `out`"
         )
     return arr
+
+
+def _open_or_create(store: Any, geo: OutputGeometry, location: str, *, shape: tuple,
+                    chunks: tuple, channels: int, dtype: np.dtype) -> zarr.Array:
+    try:
+        return zarr.open_group(store, mode="r+")["0"]
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError,
+            zarr.errors.NodeTypeValidationError):
+        pass
+    group = zarr.open_group(store, mode="a", zarr_format=3)
+    if "ome" not in group.attrs:
+        group.attrs["ome"] = _ome(geo, location, channels, levels=1)
+    return group.require_array("0", shape=shape, chunks=chunks, dtype=dtype,
+                               fill_value=fill_value(dtype), dimension_names=("c", *geo.dims),
+                               **codecs())
 
 
 def _ome(geo: OutputGeometry, name: str, channels: int, *, levels: int) -> dict[str, Any]:
