@@ -11,8 +11,7 @@ from zarrdask.predict.plan import plan_outputs
 
 
 def test_writers_creating_the_output_at_once_all_get_it(overlap_table, tmp_path):
-    geo = plan_outputs(overlap_table, level=None, per_patch=None, chunks=100,
-                       storage_options=None)[0]
+    geo = plan_outputs(overlap_table, level=None, chunks=100, storage_options=None)[0]
     for attempt in range(6):
         location = str(tmp_path / f"out{attempt}.ome.zarr")
         barrier = threading.Barrier(6)

@@ -74,11 +74,9 @@ class OutputGeometry:
         """Number of output chunks per dim."""
         return tuple(-(-s // c) for s, c in zip(self.shape, self.chunks, strict=True))
 
-    def _key(self, starts: np.ndarray) -> np.ndarray:
-        return _linear(starts, self.starts_span)
-
     @property
     def starts_span(self) -> tuple[int, ...]:
+        """Bounds of the row starts per dim (for linear row keys)."""
         return tuple(int(v) for v in self.starts.max(axis=0) + 1) if len(self.starts) else (1,)
 
     def row_ids(self, starts: np.ndarray, *, where: str) -> np.ndarray:
@@ -182,7 +180,7 @@ def _units(entry: Mapping[str, Any], dims: Sequence[str], storage_options: Any) 
         return (None,) * len(dims)
 
 
-def plan_outputs(table: PatchTable, *, level: int | str | None, per_patch: bool | None,
+def plan_outputs(table: PatchTable, *, level: int | str | None,
                  chunks: int | Sequence[int] | Mapping[str, int] | None,
                  storage_options: Mapping[str, Any] | None) -> dict[int, OutputGeometry]:
     """The output grid of every image that has rows in ``table``.
@@ -193,8 +191,6 @@ def plan_outputs(table: PatchTable, *, level: int | str | None, per_patch: bool 
     level : int, "patch" or None
         ``None``/int ``k``: one output pixel per ``2**k`` read-level pixels;
         ``"patch"``: one value per patch on the grid's stride lattice.
-    per_patch : bool or None
-        Forced by ``level="patch"``; else ``level`` decides.
     chunks : int, sequence or mapping, optional
         Output chunk side per dim (default 512, or the array when smaller).
     storage_options : mapping, optional

@@ -3,6 +3,7 @@ blended and written as one OME-NGFF 0.5 image per input slide."""
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -98,7 +99,7 @@ class PredictionWriter:
         out = os.fspath(out)
         self.out = os.path.abspath(out) if protocol_of(out) == "file" else out.rstrip("/")
         self._geos: dict[int, OutputGeometry] = plan_outputs(
-            table, level=level, per_patch=None, chunks=chunks, storage_options=self.storage_options)
+            table, level=level, chunks=chunks, storage_options=self.storage_options)
         names = output_names(table, sorted(self._geos))
         self.outputs: dict[int, str] = {i: f"{self.out}/{names[i]}" for i in sorted(self._geos)}
         self._scratch = {i: f"{self.out}/{SCRATCH}/{names[i]}" for i in self._geos}
@@ -240,8 +241,6 @@ class PredictionWriter:
         for chunk, row, slices, arr in acc.leftovers():
             self._put(f"{scratch}/fragments/{chunk}/{row}.npz", encode_fragment(slices, arr))
         state = acc.state()
-        import io
-
         buf = io.BytesIO()
         np.savez(buf, **state)
         self._put(f"{scratch}/state/{self._token}.npz", buf.getvalue())
@@ -262,7 +261,7 @@ class PredictionWriter:
             for path in self._list(f"{scratch}/state"):
                 if not path.endswith(".npz"):
                     continue
-                with np.load(_bytes_io(self._fs.cat_file(path))) as f:
+                with np.load(io.BytesIO(self._fs.cat_file(path))) as f:
                     rows.update(f["rows"].tolist())
                     done.update(f["done"].tolist())
             if len(rows) < len(geo.starts):
@@ -326,9 +325,3 @@ class PredictionWriter:
                 self.complete[image_id] = self._finalize(image_id)
         self._acc.clear()
         return self.complete
-
-
-def _bytes_io(data: bytes):
-    import io
-
-    return io.BytesIO(data)
