@@ -123,3 +123,31 @@ def test_max_blend_keeps_masks_binary(overlap_table, slide_pixels, tmp_path):
     np.testing.assert_array_equal(out[0], (slide_pixels[0] > 128).astype(np.uint8))
     levels = zds.open_pyramid(writer.outputs[0])
     assert set(np.unique(levels["1"]["image"].values)) <= {0, 1}
+
+
+def test_each_image_of_a_table_gets_its_own_output(slide, tmp_path):
+    from zarrdask.datasets import write_synthetic_slide
+
+    other = write_synthetic_slide(tmp_path / "other.zarr", size=200, chunk=64, levels=1, seed=8)
+    table = zds.build_table([slide, other, slide], patch_size=64, stride=48, pad=8,
+                            allow_incomplete_patches=True)
+    writer = _run(table, tmp_path / "out", lambda b: b["images"].float(), channels=3,
+                  blend="gaussian", chunks=100)
+    assert writer.complete == {0: True, 1: True, 2: True}
+    assert [p.rsplit("/", 1)[-1] for p in writer.outputs.values()] == [
+        "slide-0.ome.zarr", "other.ome.zarr", "slide-2.ome.zarr"]
+    for image_id, source in enumerate([slide, other, slide]):
+        np.testing.assert_array_equal(_level0(writer, image_id),
+                                      zarr.open_array(f"{source}/0", mode="r")[:].astype(np.float32))
+
+
+def test_a_table_read_at_level_1_writes_at_level_1(slide, tmp_path):
+    table = zds.build_table([{"source": slide, "level": 1}], patch_size=32, stride=24, pad=4,
+                            allow_incomplete_patches=True)
+    writer = _run(table, tmp_path / "out", lambda b: b["images"].float(), channels=3)
+    level1 = zds.open_image(slide, level=1)
+    np.testing.assert_array_equal(_level0(writer), level1.values.astype(np.float32))
+    out = zds.open_image(writer.outputs[0])
+    assert out.attrs["scale"] == level1.attrs["scale"] == {"y": 1.0, "x": 1.0}
+    for d in ("y", "x"):
+        np.testing.assert_allclose(out.coords[d].values, level1.coords[d].values)
