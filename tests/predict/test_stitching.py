@@ -151,3 +151,17 @@ def test_a_table_read_at_level_1_writes_at_level_1(slide, tmp_path):
     assert out.attrs["scale"] == level1.attrs["scale"] == {"y": 1.0, "x": 1.0}
     for d in ("y", "x"):
         np.testing.assert_allclose(out.coords[d].values, level1.coords[d].values)
+
+
+def test_a_3d_grid_stitches_a_volume_exactly(tmp_path):
+    volume = np.random.default_rng(0).integers(0, 255, (20, 70, 90), dtype=np.uint8)
+    store = zarr.create_array(str(tmp_path / "vol.zarr"), shape=volume.shape, chunks=(10, 32, 32),
+                              dtype="uint8")
+    store[:] = volume
+    table = zds.build_table([{"source": str(tmp_path / "vol.zarr"), "axes": "ZYX"}],
+                            patch_size=16, stride=12, pad=2, spatial_axes="ZYX",
+                            allow_incomplete_patches=True)
+    writer = _run(table, tmp_path / "out", lambda b: b["images"].float()[:, None], chunks=32)
+    np.testing.assert_array_equal(_level0(writer)[0], volume.astype(np.float32))
+    pyramid = zds.open_pyramid(writer.outputs[0])
+    assert pyramid["1"]["image"].sizes == {"c": 1, "z": 20, "y": 35, "x": 45}  # z kept whole
