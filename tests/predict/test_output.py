@@ -4,6 +4,7 @@ and bad arguments fail with a PredictionError naming the fix."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -94,6 +95,13 @@ def test_bad_writes_name_the_fix(overlap_table, tmp_path):
         writer.write(torch.zeros(4, 2, 80, 80), moved, batch["image_id"])
     with pytest.raises(PredictionError, match="image_id 5 has no rows"):
         writer.write(torch.zeros(4, 2, 80, 80), batch["position"], torch.full((4,), 5))
+    broken = torch.zeros(4, 2, 80, 80)
+    broken[2, 1, 5, 5] = float("nan")  # in the pad: cropped, harmless
+    writer.write(broken, batch["position"], batch["image_id"])
+    broken[2, 1, 40, 40] = float("nan")
+    start = {"y": int(batch["position"][2, 0, 0]), "x": int(batch["position"][2, 1, 0])}
+    with pytest.raises(PredictionError, match=re.escape(f"at position {start} holds NaN")):
+        writer.write(broken, batch["position"], batch["image_id"])
     assert isinstance(PredictionError("x"), ValueError)
 
 

@@ -214,9 +214,13 @@ class PredictionWriter:
                                         (*batch.shape, *geo.box))
             else:
                 batch = self._crop(batch, geo)
-            if self.dtype.kind in "iub" and not np.isfinite(batch).all():
-                raise PredictionError(f"predictions for image {image_id} hold NaN/inf, which "
-                                      f"dtype {self.dtype} cannot store")
+            if batch.dtype.kind == "f" and not np.isfinite(batch).all():
+                bad = int(np.flatnonzero(~np.isfinite(batch).reshape(len(sel), -1).all(axis=1))[0])
+                raise PredictionError(
+                    f"the prediction of image {image_id} at position "
+                    f"{dict(zip(geo.dims, starts[sel][bad].tolist(), strict=True))} holds NaN or "
+                    "inf; it would blend into its neighbours (NaN is what unpredicted pixels "
+                    "read as): fix the model's output (e.g. torch.nan_to_num) before writing")
             acc = self._accumulator(image_id)
             lo, _hi = geo.boxes(rows)
             for k, row in enumerate(rows.tolist()):
