@@ -102,3 +102,38 @@ def test_a_rank_that_closes_early_leaves_the_rest_to_the_last(overlap_table_path
     second = _script(overlap_table_path, tmp_path, env={"RANK": "1", "WORLD_SIZE": "2"})
     assert second.stdout.strip() == "complete"
     assert tree_bytes(tmp_path / "slide.ome.zarr") == reference
+
+
+def _ddp_rank(rank: int, world: int, port: int, table_path: str, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        # even_shards: the last rank re-reads rows of the other, so some rows
+        # reach the writer from both ranks
+        ds = PatchDataset(table_path, even_shards=True, shuffle=True, seed=3)
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2,
+                                             multiprocessing_context="fork")
+        with PredictionWriter(table_path, out, channels=2, blend="gaussian",
+                              chunks=100) as writer:
+            for batch in loader:
+                writer.write(toy_model(batch["images"]), batch["position"], batch["image_id"])
+            dist.barrier()  # both ranks have written everything; they close at once
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240)
+def test_two_gloo_ranks_with_dataloader_workers_give_the_sequential_bytes(
+        overlap_table_path, reference, tmp_path):
+    import socket
+
+    import torch.multiprocessing as tmp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tmp.spawn(_ddp_rank, args=(2, port, overlap_table_path, str(tmp_path)), nprocs=2, join=True)
+    assert tree_bytes(tmp_path / "slide.ome.zarr") == reference
+    assert not (tmp_path / ".zarrdask-predict").exists()

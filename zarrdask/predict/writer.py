@@ -290,7 +290,8 @@ class PredictionWriter:
                                 blend=self.blend, dtype=self.dtype)
                 arr[(slice(None), *cs)] = block
         except FileNotFoundError:
-            return False  # another writer finished this image and removed the scratch meanwhile
+            # another writer finished this image meanwhile: it removes the scratch last
+            return not self._fs.exists(scratch)
         self._array(image_id)
         levels = build_pyramid(self.outputs[image_id], geo, channels=self.channels,
                                dtype=self.dtype, blend=self.blend,
