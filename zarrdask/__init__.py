@@ -103,10 +103,10 @@ def __getattr__(name: str) -> object:
         from . import predict
 
         return getattr(predict, name)
-    if name in ("plot", "qc"):  # matplotlib loads with the pictures only
+    if name == "plot":  # pictures (matplotlib loads when one is drawn)
         import importlib
 
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(".plot", __name__)
     if name in _TORCH_COMPAT_NAMES:  # served by zarrdask.compat.zarrdataset
         from .compat import zarrdataset
 
