@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -54,3 +55,129 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path):
     assert "batch 1: images (16, 3, 256, 256)" in out.stdout
     assert os.path.exists(tmp_path / "patches.parquet")
     assert len(zd.read_table(tmp_path / "patches.parquet")) > 0
+
+
+# -- bad arguments: one line, exit 2, before any cluster (issue 10, item 13) ----
+
+def _one_error_line(out: subprocess.CompletedProcess) -> str:
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zarrdask grid: error: "), out.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--workers", "0"], "argument --workers: '0' is not an integer >= 1"),
+    (["--patch-size", "abc"], "argument --patch-size: 'abc' is not a positive integer"),
+    (["--pad", "-1"], "argument --pad"),
+    (["--storage-options", "{anon: true"], "argument --storage-options: '{anon: true' is not valid JSON"),
+    (["--storage-options", "\"anon\""], "argument --storage-options: '\"anon\"' is a JSON str"),
+])
+def test_grid_bad_arguments_exit_2_with_one_line(tmp_path, args, expected):
+    out_path = tmp_path / "t.parquet"
+    base = {"--patch-size": "64", "--out": str(out_path)}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    argv = ["grid", str(tmp_path / "missing.zarr"), "--quiet"]
+    for flag, value in base.items():
+        argv += [flag, value]
+    out = subprocess.run([EXE, *argv], capture_output=True, text=True, timeout=90)
+    assert expected in _one_error_line(out)
+    assert not out_path.exists()
+
+
+def test_grid_unwritable_out_is_reported_before_any_work(tmp_path):
+    # the missing source would be reported first if the output were checked late
+    target = "/proc/zarrdask-grid.parquet"  # /proc takes no new files, also for root
+    out = subprocess.run([EXE, "grid", str(tmp_path / "missing.zarr"), "--patch-size", "64",
+                          "--out", target, "--quiet"], capture_output=True, text=True, timeout=90)
+    line = _one_error_line(out)
+    assert f"cannot write the coordinate table to {target}" in line and ".tmp-" not in line
+    assert "missing.zarr" not in line
+
+
+def test_grid_unreachable_scheduler_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    out = subprocess.run([EXE, "grid", str(tmp_path / "missing.zarr"), "--patch-size", "64",
+                          "--scheduler", address, "--out", str(tmp_path / "t.parquet"), "--quiet"],
+                         capture_output=True, text=True, timeout=90)
+    line = _one_error_line(out)
+    assert f"argument --scheduler: cannot reach a dask scheduler at {address}" in line
+
+
+# -- a real scheduler and worker in another directory (issue 10, item 8) -------
+
+@contextlib.contextmanager
+def _dask_processes(tmp_path, *, workers: int):
+    """`dask scheduler` and ``workers`` `dask worker` processes (own cwd)."""
+    import json
+    import time
+
+    dask_exe = str(Path(sys.executable).with_name("dask"))
+    worker_cwd = tmp_path / "worker-home"
+    worker_cwd.mkdir()
+    info = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([dask_exe, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(info)],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert info.exists(), "dask scheduler did not start"
+        address = json.loads(info.read_text())["address"]
+        if workers:
+            procs.append(subprocess.Popen(
+                [dask_exe, "worker", address, "--nworkers", str(workers), "--nthreads", "1",
+                 "--no-dashboard", "--local-directory", str(worker_cwd)],
+                cwd=worker_cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield address
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def scheduler_and_worker(tmp_path):
+    with _dask_processes(tmp_path, workers=1) as address:
+        yield address
+
+
+@pytest.mark.timeout(120)
+def test_grid_on_a_scheduler_without_workers_is_one_line_not_a_hang(tmp_path):
+    with _dask_processes(tmp_path, workers=0) as address:
+        out = subprocess.run([EXE, "grid", str(tmp_path / "missing.zarr"), "--patch-size", "64",
+                              "--scheduler", address, "--wait-workers", "2",
+                              "--out", str(tmp_path / "t.parquet"), "--quiet"],
+                             capture_output=True, text=True, timeout=90)
+    line = _one_error_line(out)
+    assert f"the scheduler at {address} has no worker after 2 s" in line
+
+
+@pytest.mark.timeout(300)
+def test_grid_on_a_scheduler_whose_workers_run_elsewhere(tmp_path, scheduler_and_worker):
+    from zarrdask.datasets import write_synthetic_slide
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    write_synthetic_slide(project / "data" / "slide.zarr", size=1024, chunk=256, levels=3, seed=7)
+    out = _run("grid", "data/slide.zarr", "--patch-size", "128", "--mask", "tissue",
+               "--scheduler", scheduler_and_worker, "--out", "table.parquet", "--quiet",
+               cwd=str(project))
+    assert out.returncode == 0, out.stderr
+    table = zd.read_table(project / "table.parquet")
+    expected = zd.build_table(str(project / "data" / "slide.zarr"), patch_size=128, masks="tissue")
+    assert table.equals(expected) and len(table) > 0
+    assert table.images[0]["open"]["source"] == str(project / "data" / "slide.zarr")

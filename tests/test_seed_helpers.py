@@ -412,7 +412,15 @@ def test_image2array_pil_and_numpy(sources):
 
 
 def test_image2array_is_exported_at_top_level():
-    assert zarrdask.image2array is image2array
+    # the top-level name is zarrdataset's: zarrdask.io's function after a data_group
+    # check, numpy results as one-chunk zarr arrays (docs/differences.md)
+    import zarrdask.compat
+
+    assert zarrdask.image2array is zarrdask.compat.image2array
+    data = np.ones((2, 3), dtype=np.float32)
+    arr, store = zarrdask.image2array(data)
+    assert isinstance(arr, zarr.Array) and arr.chunks == (2, 3) and store is None
+    np.testing.assert_array_equal(arr[:], image2array(data)[0])
 
 
 def test_every_seed_helper_is_exported():

@@ -19,20 +19,26 @@ from .compat import (
     MasksDatasetSpecs,
     PatchSampler,
     ToDtype,
+    image2array,
 )
 from .errors import (
     AxesError,
     CorruptChunkError,
     DataGroupError,
+    DatasetError,
+    GridParameterError,
+    MaskError,
+    OptionError,
     RemoteAccessError,
     RoiError,
     SourceNotFoundError,
+    TableError,
+    TableWriteError,
     UnsupportedFormatError,
     ZarrdaskError,
 )
 from .grid.build import GridWarning, build_table
 from .io import connect_s3, isconsolidated, open_image, open_pyramid
-from .io.image2array import image2array
 from .masks import (
     MaskGenerator,
     WSITissueMaskGenerator,
@@ -76,6 +82,12 @@ __all__ = [
     "RoiError",
     "RemoteAccessError",
     "CorruptChunkError",
+    "GridParameterError",
+    "MaskError",
+    "TableError",
+    "TableWriteError",
+    "DatasetError",
+    "OptionError",
     # zarrdataset 0.2.2 compatibility layer (docs/differences.md)
     "PatchSampler",
     "BlueNoisePatchSampler",

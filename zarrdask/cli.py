@@ -10,12 +10,88 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["main"]
 
 
-def _storage_options(text: str | None) -> dict | None:
-    return json.loads(text) if text else None
+_SCHEDULER_TIMEOUT = 10  # seconds to reach --scheduler
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``zarrdask grid: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _storage_options(text: str | dict | None) -> dict | None:
+    """``--storage-options``: a JSON object."""
+    if text is None or isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid JSON ({exc.msg} at character {exc.pos}); pass an object "
+            "such as '{\"anon\": true}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a JSON {type(value).__name__}; pass an object such as "
+            "'{\"anon\": true}'")
+    return value
+
+
+def _int_list(minimum: int):
+    """An ``argparse`` type: one int or a list ``256,256`` / ``256x256``, each >= minimum."""
+
+    def parse(text: str) -> int | list[int]:
+        parts = [v.strip() for v in str(text).replace("x", ",").split(",")]
+        try:
+            values = [int(v) for v in parts]
+        except ValueError:
+            values = []
+        if not values or any(v < minimum for v in values):
+            kind = "a positive integer" if minimum > 0 else "a non-negative integer"
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {kind} or a list of them like 256,256")
+        return values[0] if len(values) == 1 else values
+
+    return parse
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def _min_area(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a fraction (< 1) or a pixel count (>= 1)")
+    return int(value) if value >= 1 and value.is_integer() else value
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -28,30 +104,66 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ints(text: str | None) -> int | list[int] | None:
-    if text is None:
-        return None
-    values = [int(v) for v in str(text).replace("x", ",").split(",") if v.strip()]
-    return values[0] if len(values) == 1 else values
+class _SchedulerError(Exception):
+    """``--scheduler`` cannot be used (unreachable, no workers)."""
 
 
-def _min_area(text: str) -> float:
-    value = float(text)
-    return int(value) if value >= 1 and value.is_integer() else value
+def _probe(address: str) -> None:
+    """Fail fast on a TCP address nothing listens on (distributed itself
+    retries until its timeout)."""
+    import socket
+
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    protocol, location = parse_address(address)
+    if protocol not in ("tcp", "tls"):
+        return
+    host, port = parse_host_port(location, 8786)
+    with socket.create_connection((host, port), timeout=_SCHEDULER_TIMEOUT):
+        pass
+
+
+def _connect(address: str, wait_workers: float):
+    """A client of the scheduler at ``address``, with at least one worker
+    within ``wait_workers`` seconds."""
+    from distributed import Client
+
+    try:
+        _probe(address)
+        client = Client(address, timeout=_SCHEDULER_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or f"no answer within {_SCHEDULER_TIMEOUT} s"
+        raise _SchedulerError(
+            f"argument --scheduler: cannot reach a dask scheduler at {address} "
+            f"({type(exc).__name__}: {reason}); "
+            "start one with `dask scheduler` and pass its address (tcp://host:8786), or omit "
+            "--scheduler for a local cluster") from None
+    try:
+        client.wait_for_workers(1, timeout=wait_workers)
+    except (OSError, TimeoutError) as exc:
+        client.close()
+        raise _SchedulerError(
+            f"argument --scheduler: the scheduler at {address} has no worker after "
+            f"{wait_workers:g} s (--wait-workers); start one with `dask worker {address}`"
+        ) from exc
+    return client
 
 
 class _Cluster:
     """A distributed client on ``--scheduler`` or on a new LocalCluster."""
 
-    def __init__(self, scheduler: str | None, workers: int, threads: int) -> None:
+    def __init__(self, scheduler: str | None, workers: int, threads: int, *,
+                 wait_workers: float = 60) -> None:
         self.scheduler, self.workers, self.threads = scheduler, workers, threads
+        self.wait_workers = wait_workers
         self.cluster = None
 
     def __enter__(self):
         from distributed import Client, LocalCluster
 
         if self.scheduler:
-            self.client = Client(self.scheduler)
+            self.client = _connect(self.scheduler, self.wait_workers)
         else:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=self.threads,
                                         processes=True, dashboard_address=None)
@@ -75,15 +187,19 @@ def _grid_table(args: argparse.Namespace, sources: list, client) -> object:
         for s in sources
     ]
     return build_table(
-        specs, patch_size=_ints(args.patch_size), stride=_ints(args.stride), pad=_ints(args.pad),
-        min_area=_min_area(args.min_area), masks=masks, tissue_options=tissue,
+        specs, patch_size=args.patch_size, stride=args.stride, pad=args.pad,
+        min_area=args.min_area, masks=masks, tissue_options=tissue,
         allow_incomplete_patches=args.allow_incomplete, sampler=args.sampler, seed=args.seed,
         client=client, progress=not args.quiet, on_error=args.on_error,
     )
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
-    with _Cluster(args.scheduler, args.workers, args.threads) as client:
+    from .table_files import check_writable
+
+    check_writable(args.out)  # before any compute, naming --out
+    with _Cluster(args.scheduler, args.workers, args.threads,
+                  wait_workers=args.wait_workers) as client:
         table = _grid_table(args, args.sources, client)
     table.to_parquet(args.out)
     print(f"{table!r}\nwritten to {args.out}")
@@ -91,34 +207,40 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .datasets import write_synthetic_slide
+    from .datasets import write_synthetic_ome_tiff, write_synthetic_slide
     from .io import open_pyramid
     from .summary import describe_pyramid
     from .table import read_table
 
     os.makedirs(args.workdir, exist_ok=True)
     slide = os.path.join(args.workdir, "synthetic_slide.zarr")
-    print(f"[1/3] writing a synthetic {args.size}x{args.size} RGB slide (seed {args.seed}) to {slide}")
+    tiff = os.path.join(args.workdir, "synthetic_slide.ome.tif")
+    print(f"[1/3] writing two synthetic {args.size}x{args.size} RGB slides: OME-NGFF zarr "
+          f"(seed {args.seed}) to {slide}, pyramidal OME-TIFF (seed {args.seed + 1}) to {tiff}")
     write_synthetic_slide(slide, size=args.size, chunk=args.chunk, seed=args.seed)
-    print(describe_pyramid(open_pyramid(slide)))
+    write_synthetic_ome_tiff(tiff, size=args.size, tile=args.chunk, seed=args.seed + 1)
+    for path in (slide, tiff):
+        print(describe_pyramid(open_pyramid(path)))
 
     out = os.path.join(args.workdir, "patches.parquet")
-    print(f"[2/3] tissue mask + {args.patch_size} patch grid on a LocalCluster "
+    print(f"[2/3] tissue masks + {args.patch_size} patch grid of both slides on a LocalCluster "
           f"({args.workers} worker processes)")
     grid_args = argparse.Namespace(
-        patch_size=args.patch_size, stride=None, pad=None, min_area="1", mask="tissue",
+        patch_size=args.patch_size, stride=None, pad=None, min_area=1, mask="tissue",
         mask_scale=1 / 16, allow_incomplete=False, sampler="grid", seed=args.seed,
         quiet=True, on_error="raise", axes=None, data_group=None, level=None,
         storage_options=None)
     with _Cluster(None, args.workers, 1) as client:
-        table = _grid_table(grid_args, [slide], client)
+        table = _grid_table(grid_args, [slide, tiff], client)
     table.to_parquet(out)
     table = read_table(out)
     total = len(table.frame)
     frac = float(table.frame["coverage"].mean()) if total else 0.0
-    print(f"{table!r}\n  written to {out}; mean tissue coverage of kept patches {frac:.2f}")
+    per_image = table.frame.groupby("image_id").size().to_dict()
+    print(f"{table!r}\n  written to {out}; patches per image {per_image}; mean tissue "
+          f"coverage of kept patches {frac:.2f}")
 
-    print("[3/3] streaming patches to torch")
+    print("[3/3] streaming patches to torch (both formats, channel-first)")
     _demo_stream(out, args.batches)
     return 0
 
@@ -153,36 +275,45 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``zarrdask`` argument parser."""
-    parser = argparse.ArgumentParser(prog="zarrdask", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="zarrdask", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="print dims, shape, chunks, levels and scale of a source")
     p.add_argument("source", help="path or URL of an image (zarr, OME-NGFF, TIFF, PNG...)")
     p.add_argument("--axes", default=None, help="axes of the stored array, e.g. YXC")
     p.add_argument("--data-group", default=None, help="zarr path or TIFF 'series/level'")
-    p.add_argument("--storage-options", default=None, help="fsspec options as JSON")
+    p.add_argument("--storage-options", type=_storage_options, default=None,
+                   help="fsspec options as a JSON object")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("grid", help="build a coordinate table (Parquet) on a dask cluster")
     p.add_argument("sources", nargs="+", help="image paths or URLs")
-    p.add_argument("--patch-size", required=True, help="e.g. 256 or 256,256")
-    p.add_argument("--stride", default=None, help="default: the patch size")
-    p.add_argument("--pad", default=None, help="pixels added on each side at read time")
-    p.add_argument("--min-area", default="1", help="fraction (<1) or pixel count (>=1)")
+    p.add_argument("--patch-size", type=_int_list(1), required=True, help="e.g. 256 or 256,256")
+    p.add_argument("--stride", type=_int_list(1), default=None, help="default: the patch size")
+    p.add_argument("--pad", type=_int_list(0), default=None,
+                   help="pixels added on each side at read time")
+    p.add_argument("--min-area", type=_min_area, default=1,
+                   help="fraction (<1) or pixel count (>=1)")
     p.add_argument("--mask", default=None, choices=["tissue", "none"], help="mask to apply")
-    p.add_argument("--mask-scale", type=float, default=1 / 16, help="tissue mask scale")
+    p.add_argument("--mask-scale", type=_positive_float, default=1 / 16,
+                   help="tissue mask scale")
     p.add_argument("--allow-incomplete", action="store_true", help="keep edge patches")
     p.add_argument("--sampler", default="grid", choices=["grid", "blue-noise"])
     p.add_argument("--seed", type=int, default=0, help="seed of random samplers")
     p.add_argument("--axes", default=None, help="axes of the stored arrays, e.g. YXC")
     p.add_argument("--data-group", default=None, help="zarr path or TIFF 'series/level'")
     p.add_argument("--level", type=int, default=None, help="pyramid level to read")
-    p.add_argument("--storage-options", default=None, help="fsspec options as JSON")
+    p.add_argument("--storage-options", type=_storage_options, default=None,
+                   help="fsspec options as a JSON object")
     p.add_argument("--on-error", default="raise", choices=["raise", "skip"])
     p.add_argument("--out", required=True, help="output Parquet path")
     p.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
-    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
-    p.add_argument("--threads", type=int, default=1, help="threads per LocalCluster worker")
+    p.add_argument("--wait-workers", type=_positive_float, default=60,
+                   help="seconds to wait for a worker on --scheduler (default 60)")
+    p.add_argument("--workers", type=_at_least(1), default=2,
+                   help="LocalCluster worker processes")
+    p.add_argument("--threads", type=_at_least(1), default=1,
+                   help="threads per LocalCluster worker")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_grid)
 
@@ -191,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=8192, help="slide edge in pixels")
     p.add_argument("--chunk", type=int, default=512, help="chunk edge in pixels")
     p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic slide")
-    p.add_argument("--patch-size", default="256", help="patch edge in pixels")
-    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    p.add_argument("--patch-size", type=_int_list(1), default=256, help="patch edge in pixels")
+    p.add_argument("--workers", type=_at_least(1), default=2,
+                   help="LocalCluster worker processes")
     p.add_argument("--batches", type=int, default=3, help="batches to stream at the end")
     p.set_defaults(func=_cmd_demo)
 
@@ -216,8 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except ZarrdaskError as exc:
-        print(f"zarrdask {args.command}: error: {exc}", file=sys.stderr)
+    except (ZarrdaskError, _SchedulerError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"zarrdask {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

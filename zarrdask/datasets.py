@@ -1,7 +1,9 @@
 """Synthetic whole-slide images: tissue-like blobs on a white background.
 
 Deterministic from a seed, written chunk by chunk (never the whole slide in
-memory) as an OME-NGFF pyramid: version 0.5 on zarr v3, 0.4 on zarr v2.
+memory) as an OME-NGFF pyramid: version 0.5 on zarr v3, 0.4 on zarr v2, with
+checksummed chunks (:mod:`zarrdask.io.checksum`); or as a tiled pyramidal
+OME-TIFF with interleaved RGB pixels, as scanners write them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import numpy as np
 import zarr
 from scipy import ndimage
 
-__all__ = ["tissue_field", "synthetic_slide", "write_synthetic_slide"]
+from .io.checksum import checksummed_codecs
+
+__all__ = ["tissue_field", "synthetic_slide", "write_synthetic_slide", "write_synthetic_ome_tiff"]
 
 _BACKGROUND = np.array([244, 242, 246], dtype=float)
 _TISSUE = np.array([[196, 112, 168], [128, 74, 150], [220, 150, 190]], dtype=float)
@@ -147,7 +151,8 @@ def write_synthetic_slide(
     pixel_size : float
         Physical size of a level-0 pixel in micrometres.
     compressor : str
-        Blosc compressor name (``"zstd"``, ``"lz4"``...).
+        Blosc compressor name (``"zstd"``, ``"lz4"``...) for zarr v3; zarr v2
+        takes only ``"zstd"`` (see :func:`zarrdask.io.checksum.checksummed_codecs`).
     overwrite : bool
         Replace an existing store.
 
@@ -159,13 +164,10 @@ def write_synthetic_slide(
     path = os.fspath(path)
     if levels is None:
         levels = max(1, int(np.floor(np.log2(max(1, size / chunk)))) + 1)
+    # every chunk carries a checksum verified on read: a damaged chunk is an
+    # error, never silently wrong pixels
+    codecs = checksummed_codecs(zarr_format, compressor=compressor)
     root = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=zarr_format)
-    if zarr_format == 3:
-        compressors = [zarr.codecs.BloscCodec(cname=compressor, clevel=3, shuffle="bitshuffle")]
-    else:
-        from numcodecs import Blosc
-
-        compressors = [Blosc(cname=compressor, clevel=3, shuffle=Blosc.BITSHUFFLE)]
     kwargs = {"dimension_names": ("c", "y", "x")} if zarr_format == 3 else {}
     arr = synthetic_slide(size, chunk=chunk, seed=seed, coverage=coverage)
     datasets = []
@@ -174,7 +176,7 @@ def write_synthetic_slide(
         name = str(lvl)
         target = root.create_array(
             name, shape=arr.shape, dtype=np.uint8, chunks=(3, chunk, chunk),
-            compressors=compressors, overwrite=True, **kwargs,
+            overwrite=True, **codecs, **kwargs,
         )
         writes.append(da.store(arr.rechunk((3, chunk, chunk)), target, lock=False, compute=False))
         factor = 2**lvl
@@ -203,4 +205,82 @@ def write_synthetic_slide(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(path, zarr_format=zarr_format)
+    return path
+
+
+def _default_levels(size: int, chunk: int) -> int:
+    return max(1, int(np.floor(np.log2(max(1, size / chunk)))) + 1)
+
+
+def _tiles(arr: da.Array, tile: int):
+    """Tiles of a ``(3, y, x)`` dask array as ``(tile, tile, 3)`` blocks, in
+    TIFF order (row by row), computing one band of rows at a time."""
+    _, height, width = arr.shape
+    for top in range(0, height, tile):
+        band = np.moveaxis(arr[:, top:top + tile, :].compute(), 0, -1)
+        for left in range(0, width, tile):
+            block = band[:, left:left + tile]
+            if block.shape[:2] != (tile, tile):  # edge tiles are padded to the tile size
+                block = np.pad(block, ((0, tile - block.shape[0]), (0, tile - block.shape[1]),
+                                       (0, 0)), constant_values=255)
+            yield np.ascontiguousarray(block)
+
+
+def write_synthetic_ome_tiff(
+    path: str | os.PathLike,
+    *,
+    size: int = 4096,
+    tile: int = 512,
+    levels: int | None = None,
+    seed: int = 0,
+    coverage: float = 0.35,
+    pixel_size: float = 0.5,
+    compression: str = "zlib",
+) -> str:
+    """Write a synthetic slide as a tiled, pyramidal OME-TIFF.
+
+    The layout of a scanner's OME-TIFF export: interleaved RGB pixels
+    (``y, x, c`` as stored), one tiled IFD per level with the
+    sub-resolutions in SubIFDs, the physical pixel size in the OME-XML.
+
+    Parameters
+    ----------
+    path : str or path
+        Output ``.ome.tif`` file (BigTIFF).
+    size, seed, coverage
+        See :func:`synthetic_slide`.
+    tile : int
+        Tile edge in pixels (a multiple of 16).
+    levels : int, optional
+        Number of pyramid levels (each halves the size); default: down to
+        about one tile.
+    pixel_size : float
+        Physical size of a level-0 pixel in micrometres.
+    compression : str
+        A compression tifffile writes without extra codecs (``"zlib"``,
+        ``"lzma"``, ``"none"``...).
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    import tifffile
+
+    path = os.fspath(path)
+    if levels is None:
+        levels = _default_levels(size, tile)
+    arr = synthetic_slide(size, chunk=tile, seed=seed, coverage=coverage)
+    metadata = {"axes": "YXS", "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size,
+                "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"}
+    compression = None if compression == "none" else compression
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+        for lvl in range(levels):
+            _, height, width = arr.shape
+            options = {"subifds": levels - 1, "metadata": metadata} if lvl == 0 else {
+                "subfiletype": 1}
+            tif.write(_tiles(arr, tile), shape=(height, width, 3), dtype=np.uint8,
+                      tile=(tile, tile), photometric="rgb", compression=compression,
+                      **options)
+            arr = _downsample(arr)
     return path

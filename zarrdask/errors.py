@@ -13,13 +13,16 @@ __all__ = [
     "UnsupportedFormatError",
     "AxesError",
     "DataGroupError",
+    "DataGroupTypeError",
     "RoiError",
     "RemoteAccessError",
     "CorruptChunkError",
     "GridParameterError",
     "MaskError",
     "TableError",
+    "TableWriteError",
     "DatasetError",
+    "OptionError",
 ]
 
 
@@ -46,6 +49,11 @@ class DataGroupError(ZarrdaskError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class DataGroupTypeError(DataGroupError, ValueError):
+    """A ``data_group`` of a type no reader takes (not a str, an int or None);
+    also a ``ValueError``, as zarrdataset raised."""
+
+
 class RoiError(ZarrdaskError, ValueError):
     """A region of interest that is malformed or outside the image."""
 
@@ -70,6 +78,17 @@ class TableError(ZarrdaskError, ValueError):
     """A coordinate table that is missing, incomplete or inconsistent."""
 
 
+class TableWriteError(TableError, OSError):
+    """A coordinate table that cannot be written at its path (a read-only
+    or missing location, no space left); also an ``OSError``."""
+
+
 class DatasetError(ZarrdaskError, ValueError):
     """Arguments of a patch dataset that do not fit its table (modalities,
     transforms, sources, resume state)."""
+
+
+class OptionError(ZarrdaskError, ValueError, TypeError):
+    """A public option of the wrong type or value (``storage_options`` that is
+    not a mapping, ``chunks`` that dask cannot use, a ``level`` that is not an
+    int...). Both a ``ValueError`` and a ``TypeError``."""

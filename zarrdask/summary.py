@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import xarray as xr
 
+from .io.recipe import open_facts
+
 __all__ = ["describe_pyramid"]
 
 
@@ -27,8 +29,9 @@ def describe_pyramid(tree: xr.DataTree) -> str:
     for i, name in enumerate(names):
         arr = tree[name]["image"]
         shape = ", ".join(f"{d}: {n}" for d, n in zip(arr.dims, arr.shape, strict=True))
-        scale = arr.attrs.get("scale", {})
-        units = arr.attrs.get("units", {})
+        facts = open_facts(arr)
+        scale = facts.get("scale", {})
+        units = facts.get("units", {})
         phys = ", ".join(f"{d}: {s:g} {units.get(d, '')}".rstrip() for d, s in scale.items())
         lines.append(f"  [{i}] {name:>6}  shape ({shape})  chunks {_fmt_chunks(arr)}  scale ({phys})")
     return "\n".join(lines)

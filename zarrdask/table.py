@@ -19,31 +19,34 @@ The metadata (``PatchTable.meta``, stored as JSON in the Parquet schema under
 the key ``zarrdask``) holds the zarrdask version, the grid parameters
 (``grid``: dims, patch, stride, pad, min_area, allow_incomplete), the sampler
 and seed, one entry per image (``images``: how to reopen it, without
-secrets; dims, shape, chunks, read level and its scale relative to level 0),
-the label and mask sources, and ``hash``, a content hash of inputs and
-parameters.
+secrets, local paths absolute; dims, shape, chunks, read level and its scale
+relative to level 0), the label and mask sources, ``inputs_hash`` (a content
+hash of inputs and parameters), ``built_rows_hash`` (a digest of the rows
+``build_table`` produced) and ``hash``, which identifies the table: inputs
+*and* rows, recomputed from the rows, so a filtered table never passes for
+its parent.
 
-Tables are written atomically: the file (or dataset folder) appears at its
-path only once it is complete.
+Tables are written atomically (:mod:`zarrdask.table_files`): the file (or
+the folder's new version) appears at its path only once it is complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .errors import TableError
+from .table_files import TableWriteError, read_parquet, write_parquet
 
-__all__ = ["PatchTable", "read_table", "META_KEY", "SCHEMA_VERSION", "position_columns"]
+__all__ = ["PatchTable", "read_table", "TableWriteError", "META_KEY", "SCHEMA_VERSION",
+           "position_columns", "rows_digest", "absolute_location", "remap_paths"]
 
 META_KEY = b"zarrdask"
 SCHEMA_VERSION = 1
@@ -73,9 +76,34 @@ def _json_default(obj: Any) -> Any:
     return repr(obj)
 
 
+def rows_digest(frame: pd.DataFrame) -> str:
+    """sha256 of a frame's rows: column names, numeric dtypes and values, in
+    row order (the index is ignored)."""
+    h = hashlib.sha256(f"rows:{len(frame)}".encode())
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        if values.dtype.kind in "biufcmM":
+            h.update(f"|{name}:{values.dtype.str}|".encode())
+            h.update(np.ascontiguousarray(values).tobytes())
+        else:
+            h.update(f"|{name}:object|".encode())
+            h.update(pd.util.hash_pandas_object(frame[name], index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _table_hash(inputs_hash: Any, rows: str) -> str:
+    return hashlib.sha256(f"{inputs_hash}|{rows}".encode()).hexdigest()
+
+
 class PatchTable:
     """A coordinate table: patch positions (a ``pandas.DataFrame``) and
     their metadata.
+
+    Filter a table by building a new one from a subset of its frame
+    (``PatchTable(t.frame[keep], t.meta)``) or by assigning ``t.frame``: the
+    :attr:`hash` follows the rows, so a filtered table never passes for the
+    table it came from (in :func:`zarrdask.build_table`'s ``cache=`` or a
+    resumed :class:`zarrdask.PatchDataset`).
 
     Parameters
     ----------
@@ -92,18 +120,34 @@ class PatchTable:
     def __init__(self, frame: pd.DataFrame, meta: Mapping[str, Any], *,
                  sources: Sequence[Any] | None = None) -> None:
         self.meta: dict[str, Any] = json.loads(json.dumps(dict(meta), default=_json_default))
-        dims = self.dims
-        missing = [c for c in ["image_id", *position_columns(dims), "chunk_id", "coverage"]
+        # tables written before zarrdask recorded inputs_hash: their hash was it
+        self.meta.setdefault("inputs_hash", self.meta.get("hash"))
+        self.frame = frame
+        self.sources = list(sources) if sources is not None else [None] * len(self.images)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The rows (one per patch). Assigning a new frame refreshes
+        :attr:`hash`; edit a copy rather than the frame in place."""
+        return self._frame
+
+    @frame.setter
+    def frame(self, frame: pd.DataFrame) -> None:
+        missing = [c for c in ["image_id", *position_columns(self.dims), "chunk_id", "coverage"]
                    if c not in frame.columns]
         if missing:
             raise TableError(
                 f"a coordinate table needs the columns {missing}; build it with "
                 "zarrdask.build_table"
             )
-        self.frame = frame.astype(
+        self._frame = frame.astype(
             {c: t for c, t in _DTYPES.items() if c in frame.columns}
         ).reset_index(drop=True)
-        self.sources = list(sources) if sources is not None else [None] * len(self.images)
+        self._rehash()
+
+    def _rehash(self) -> None:
+        self._rows = rows_digest(self._frame)
+        self.meta["hash"] = _table_hash(self.meta.get("inputs_hash"), self._rows)
 
     # -- metadata views ---------------------------------------------------
     @property
@@ -132,9 +176,20 @@ class PatchTable:
         return list(self.meta.get("images", []))
 
     @property
-    def hash(self) -> str | None:
-        """Content hash of the inputs and parameters."""
-        return self.meta.get("hash")
+    def hash(self) -> str:
+        """What identifies this table: the hash of its inputs and parameters
+        (``meta["inputs_hash"]``) combined with a digest of its rows,
+        computed from the rows at each access (so also after an edit of the
+        frame in place; about 0.2 s per 5 million rows)."""
+        self._rehash()
+        return self.meta["hash"]
+
+    @property
+    def is_as_built(self) -> bool:
+        """Whether the rows are exactly those :func:`zarrdask.build_table`
+        produced (False for a filtered or edited table)."""
+        built = self.meta.get("built_rows_hash")
+        return built is not None and built == rows_digest(self._frame)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -142,7 +197,7 @@ class PatchTable:
     def __repr__(self) -> str:
         patch = "x".join(str(self.patch_size.get(d, "?")) for d in self.dims)
         return (f"<PatchTable {len(self)} patches of {patch} from {len(self.images)} image(s), "
-                f"dims {self.dims}, hash {str(self.hash)[:12]}>")
+                f"dims {self.dims}, hash {str(self.meta['hash'])[:12]}>")
 
     def _repr_html_(self) -> str:
         """Notebook view: counts, geometry, a grid sketch (:func:`zarrdask.plot.table_html`)."""
@@ -158,6 +213,34 @@ class PatchTable:
         """Same rows in the same order and the same hash."""
         return self.hash == other.hash and self.frame.equals(other.frame)
 
+    def with_paths(self, path_map: Mapping[str, str] | None) -> PatchTable:
+        """This table with the local sources of every modality moved from one
+        root to another.
+
+        Parameters
+        ----------
+        path_map : mapping of str to str, optional
+            Old root prefix to new root prefix, e.g.
+            ``{"/mnt/cluster/slides": "/data/slides"}``; the longest
+            matching prefix (whole path components) wins. URLs are left
+            alone. None or empty: the table itself.
+
+        Returns
+        -------
+        PatchTable
+            Same rows and hash, remapped sources.
+
+        Raises
+        ------
+        TableError
+            When a key of ``path_map`` matches no local source of the table
+            (a typo would otherwise read the old location).
+        """
+        if not path_map:
+            return self
+        meta = remap_paths(self.meta, path_map)
+        return PatchTable(self.frame, meta, sources=self.sources)
+
     # -- persistence ------------------------------------------------------
     def _arrow(self) -> pa.Table:
         table = pa.Table.from_pandas(self.frame, preserve_index=False)
@@ -169,8 +252,11 @@ class PatchTable:
         """Write the table to Parquet, atomically.
 
         Tables over 5 million rows become a dataset folder of part files
-        (readable by pyarrow, pandas and dask.dataframe); smaller ones a
-        single file. Either appears at ``path`` only once fully written.
+        (readable by pyarrow and pandas; by dask.dataframe through
+        ``path/current``); smaller ones a single file. Readers see the old
+        table or the new one, never a missing or partial one, also while
+        other processes replace the same path (see
+        :mod:`zarrdask.table_files`).
 
         Parameters
         ----------
@@ -183,59 +269,41 @@ class PatchTable:
         -------
         str
             The path written.
+
+        Raises
+        ------
+        TableError
+            When ``path`` exists and ``overwrite`` is False, or is a folder
+            that holds something else than a table.
+        TableWriteError
+            When ``path`` cannot be written (also an ``OSError``).
         """
         path = os.fspath(path)
-        if os.path.exists(path) and not overwrite:
-            raise TableError(f"{path} exists; pass overwrite=True or choose another path")
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-        table = self._arrow()
-        try:
-            if len(self) > _DATASET_ROWS:
-                os.makedirs(tmp)
-                for i, start in enumerate(range(0, len(self), _DATASET_ROWS)):
-                    part = table.slice(start, _DATASET_ROWS)
-                    pq.write_table(part, os.path.join(tmp, f"part-{i:05d}.parquet"),
-                                   row_group_size=_ROW_GROUP)
-            else:
-                pq.write_table(table, tmp, row_group_size=_ROW_GROUP)
-            _replace(tmp, path)
-        except BaseException:
-            _remove(tmp)
-            raise
+        self._rehash()  # the frame may have been edited in place since
+        write_parquet(self._arrow(), path, part_rows=_DATASET_ROWS, row_group=_ROW_GROUP,
+                      overwrite=overwrite)
         return path
 
     @classmethod
-    def from_parquet(cls, path: str | os.PathLike) -> PatchTable:
-        """Read a table written by :meth:`to_parquet`."""
-        return read_table(path)
+    def from_parquet(cls, path: str | os.PathLike, *,
+                     path_map: Mapping[str, str] | None = None) -> PatchTable:
+        """Read a table written by :meth:`to_parquet` (see :func:`read_table`)."""
+        return read_table(path, path_map=path_map)
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.exists(path):
-        os.remove(path)
-
-
-def _replace(tmp: str, path: str) -> None:
-    if os.path.isdir(path) or (os.path.exists(path) and os.path.isdir(tmp)):
-        old = f"{path}.old-{uuid.uuid4().hex}"
-        os.rename(path, old)
-        os.rename(tmp, path)
-        _remove(old)
-    else:
-        os.replace(tmp, path)
-
-
-def read_table(path: str | os.PathLike) -> PatchTable:
+def read_table(path: str | os.PathLike, *,
+               path_map: Mapping[str, str] | None = None) -> PatchTable:
     """Load a coordinate table written by :meth:`PatchTable.to_parquet`.
 
     Parameters
     ----------
     path : str or path
         The Parquet file or dataset folder.
+    path_map : mapping of str to str, optional
+        Old root prefix to new root prefix of the local sources, for a table
+        used where the data is mounted elsewhere, e.g.
+        ``{"/mnt/cluster/slides": "/data/slides"}`` (see
+        :meth:`PatchTable.with_paths`).
 
     Returns
     -------
@@ -244,27 +312,110 @@ def read_table(path: str | os.PathLike) -> PatchTable:
     Raises
     ------
     TableError
-        When ``path`` is missing or holds no zarrdask metadata.
+        When ``path`` is missing, is not a readable Parquet table (truncated,
+        corrupt, another format, a zarr store), holds no zarrdask metadata,
+        or when a ``path_map`` key matches no source.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise TableError(
-            f"no coordinate table at {path}; build one with zarrdask.build_table(...)"
-            ".to_parquet(path) or `zarrdask grid ... --out {path}`"
-        )
-    table = pq.read_table(path)
+    table = read_parquet(path)
     meta = (table.schema.metadata or {}).get(META_KEY)
-    if meta is None and os.path.isdir(path):
-        parts = sorted(p for p in os.listdir(path) if p.endswith(".parquet"))
-        if parts:
-            meta = (pq.read_schema(os.path.join(path, parts[0])).metadata or {}).get(META_KEY)
     if meta is None:
         raise TableError(
             f"{path} is a Parquet file without zarrdask metadata, not a coordinate table; "
             "build one with zarrdask.build_table"
         )
-    frame = table.to_pandas()
-    return PatchTable(frame, json.loads(meta))
+    try:
+        meta = json.loads(meta)
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    except ValueError as exc:
+        raise TableError(
+            f"{path} has unreadable zarrdask metadata ({exc}); rebuild the table with "
+            "zarrdask.build_table"
+        ) from exc
+    try:
+        frame = table.to_pandas()
+    except (pa.ArrowException, ValueError) as exc:
+        raise TableError(f"{path} could not be converted to rows ({exc}); rebuild the table") from exc
+    return PatchTable(frame, meta).with_paths(path_map)
+
+
+# -- portable sources --------------------------------------------------------
+
+_PATH_KEYS = ("source", "location", "name")
+
+
+def absolute_location(location: Any) -> Any:
+    """A local path made absolute (``~`` expanded); URLs, in-memory names
+    (``<...>``) and non-strings unchanged."""
+    from .io.location import protocol_of
+
+    if not isinstance(location, str | os.PathLike):
+        return location
+    text = os.fspath(location)
+    if text.startswith("<") or "://" in text or protocol_of(text) != "file":
+        return text
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _under(path: str, root: str) -> bool:
+    root = root.rstrip("/") or "/"
+    return path == root or path.startswith(root if root.endswith("/") else root + "/")
+
+
+def remap_paths(meta: Mapping[str, Any], path_map: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of table metadata whose local sources (``source``,
+    ``location`` and ``name`` values of the ``images`` and ``modalities``
+    entries) have their longest matching old root replaced by the new one.
+
+    Raises
+    ------
+    TableError
+        When a key of ``path_map`` matches no local source.
+    """
+    roots = sorted(((os.fspath(k).rstrip("/") or "/", os.fspath(v).rstrip("/") or "/")
+                    for k, v in dict(path_map).items()), key=lambda kv: -len(kv[0]))
+    used: set[str] = set()
+
+    def move(text: str) -> str:
+        if text.startswith("<") or "://" in text:
+            return text
+        matches = [(old, new) for old, new in roots if _under(text, old)]
+        used.update(old for old, _ in matches)
+        if not matches:
+            return text
+        old, new = matches[0]  # the longest root
+        rest = text[len(old):].lstrip("/")
+        return os.path.join(new, rest) if rest else new
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: move(v) if k in _PATH_KEYS and isinstance(v, str) else walk(v)
+                    for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        return obj
+
+    out = dict(meta)
+    for key in ("images", "modalities"):
+        if key in out:
+            out[key] = walk(out[key])
+    unused = [old for old, _ in roots if old not in used]
+    if unused:
+        names = sorted({str(e.get("name")) for e in meta.get("images", []) if isinstance(e, dict)})
+        raise TableError(
+            f"path_map roots {unused} match no local source of the table (its images: "
+            f"{names[:5]}{' ...' if len(names) > 5 else ''}); give the old root as stored in the table"
+        )
+    return out
+
+
+def _public_recipe(recipe: Any) -> dict[str, Any] | None:
+    if recipe is None:
+        return None
+    public = recipe.public()
+    public["location"] = absolute_location(public.get("location"))
+    return public
 
 
 def source_entry(arr: Any, *, image_id: int | None = None) -> dict[str, Any]:
@@ -282,7 +433,7 @@ def source_entry(arr: Any, *, image_id: int | None = None) -> dict[str, Any]:
     dict
         ``open`` (the arguments of ``open_image`` that reopen the *full*
         array: ``source``, ``axes``, ``data_group``, ``level``; secrets
-        redacted), ``array`` (the stored array's public recipe), ``dims``,
+        redacted; a local ``source`` absolute), ``array`` (the stored array's public recipe), ``dims``,
         ``shape`` and ``chunks`` of the full stored array at the read level,
         ``roi`` (``{dim: [start, stop]}`` in read-level pixels),
         ``scale``/``origin`` (physical size and position of read-level pixel
@@ -293,8 +444,9 @@ def source_entry(arr: Any, *, image_id: int | None = None) -> dict[str, Any]:
 
     from .axes import SPATIAL_DIMS
     from .io.location import redact_options
+    from .io.recipe import open_facts
 
-    attrs = arr.attrs
+    attrs = {**arr.attrs, **open_facts(arr)}
     recipe = attrs.get("recipe")
     open_kwargs = dict(attrs.get("open_kwargs") or {})
     roi = {d: list(v) for d, v in (attrs.get("roi") or {}).items()}
@@ -316,16 +468,16 @@ def source_entry(arr: Any, *, image_id: int | None = None) -> dict[str, Any]:
     level0 = attrs.get("level0") or {}
     return {
         "image_id": image_id,
-        "name": str(attrs.get("source", "<in-memory>")),
+        "name": str(absolute_location(attrs.get("source", "<in-memory>"))),
         "reader": attrs.get("reader", "memory"),
         "open": {
-            "source": recipe.location if recipe is not None else None,
+            "source": absolute_location(recipe.location) if recipe is not None else None,
             "axes": open_kwargs.get("axes"),
             "data_group": open_kwargs.get("data_group"),
             "level": attrs.get("level", 0),
             "storage_options": redact_options(recipe.storage_options) if recipe is not None else {},
         },
-        "array": recipe.public() if recipe is not None else None,
+        "array": _public_recipe(recipe),
         "dims": dims,
         "shape": shape,
         "chunks": chunks,

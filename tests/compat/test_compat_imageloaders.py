@@ -148,10 +148,17 @@ def test_reset_scales_matches_modalities_to_the_reference(slide, level):
     assert collection.collection["labels"].scale["Y"] == 0.25
 
 
-def test_image2array_is_the_io_function():
+def test_image2array_is_the_io_function_with_zarrdatasets_result_types(tmp_path):
+    import zarr
+
     from zarrdask.io.image2array import image2array
 
-    assert zds.image2array is image2array
+    path = str(tmp_path / "a.zarr")
+    zarr.create_array(path, data=np.arange(12, dtype=np.uint8).reshape(3, 4), chunks=(2, 2))
+    ours, _ = zds.image2array(path)
+    theirs, _ = image2array(path)
+    assert ours.chunks == theirs.chunks == (2, 2)
+    np.testing.assert_array_equal(ours[:], theirs[:])
 
 
 def test_sixteen_bit_pil_images_keep_their_dtype(tmp_path):

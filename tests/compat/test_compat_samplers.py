@@ -41,7 +41,7 @@ def test_parameter_dicts_are_keyed_by_spatial_axis():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"patch_size": (64, 64)}, "spatial_axes='ZYX' has 3"),
-    ({"patch_size": 0}, "patch_size must be >= 1"),
+    ({"patch_size": -3}, "patch_size must be >= 1"),  # 0 is a placeholder
     ({"patch_size": 64, "pad": -1}, "pad must be >= 0"),
     ({"patch_size": {"Q": 3}}, "unknown axis 'Q'"),
     ({"patch_size": 64, "min_area": -1}, "min_area"),

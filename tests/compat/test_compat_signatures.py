@@ -21,7 +21,11 @@ import pytest
 import zarrdask
 import zarrdask.compat
 
-SEED = Path(os.environ.get("ZARRDASK_SEED_API", "/work/shared/seed/zarrdataset-api.rst"))
+#: ``shared/`` lies beside the repository (in a developer's checkout and in CI's
+#: clone alike); ``ZARRDASK_SEED_API`` points elsewhere.
+DEFAULT_SEED = (Path(__file__).resolve().parents[2].parent / "shared" / "seed"
+                / "zarrdataset-api.rst")
+SEED = Path(os.environ.get("ZARRDASK_SEED_API", DEFAULT_SEED))
 
 PUBLIC = [
     "PatchSampler", "BlueNoisePatchSampler", "MaskGenerator", "WSITissueMaskGenerator",

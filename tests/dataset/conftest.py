@@ -126,3 +126,137 @@ def patch_key(sample: dict) -> tuple[int, int, int]:
 @pytest.fixture(scope="session")
 def key_of() -> Callable[[dict], tuple[int, int, int]]:
     return patch_key
+
+
+# -- remote stores: the io tests' moto server, and a fault-injecting proxy ----------------
+
+def _load_io_servers() -> Any:
+    """tests/io/conftest.py as a module (its S3 server fixtures are reused here)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "io" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_zarrdask_io_servers", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+_io_servers = _load_io_servers()
+remote_files = _io_servers.remote_files
+s3_server = _io_servers.s3_server
+
+
+class FaultProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server, whose behaviour can be
+    switched at any time (also for connections already open):
+
+    * ``"forward"``: pass bytes both ways;
+    * ``"silent"``: accept and read requests, never answer;
+    * ``"garbage"``: answer any request with bytes that are not HTTP, then close;
+    * ``"reset"``: close the connection at once.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        import socket
+        import threading
+
+        self.target = (host, port)
+        self.mode = "forward"
+        self.requests = 0
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self._held: list = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="fault-proxy")
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: Any) -> None:
+        import socket
+        import threading
+
+        upstream = None
+        try:
+            while not self._closed.is_set():
+                data = client.recv(65536)
+                if not data:
+                    return
+                self.requests += 1
+                mode = self.mode
+                if mode == "silent":
+                    self._held.append(client)
+                    while not self._closed.is_set() and client.recv(65536):
+                        pass
+                    return
+                if mode == "garbage":
+                    client.sendall(b"\x00\x01 this is not HTTP \xff\xfe\r\n\r\n")
+                    return
+                if mode == "reset":
+                    return
+                if upstream is None:
+                    upstream = socket.create_connection(self.target, timeout=30)
+                    threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+                upstream.sendall(data)
+        except OSError:
+            return
+        finally:
+            for sock in (client, upstream):
+                if sock is not None:
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+
+    def _pump(self, src: Any, dst: Any) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data or self.mode != "forward":
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for sock in self._held:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def fault_proxy(s3_server):
+    """A :class:`FaultProxy` in front of the moto S3 server."""
+    from urllib.parse import urlparse
+
+    target = urlparse(s3_server.endpoint_url)
+    proxy = FaultProxy(target.hostname, target.port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

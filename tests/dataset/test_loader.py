@@ -46,7 +46,8 @@ def test_each_patch_once_per_epoch_for_any_number_of_workers(two_slides, workers
 def test_simulated_ranks_share_the_epoch_exactly_once(two_slides, world):
     seen = []
     for rank in range(world):
-        ds = PatchDataset(two_slides, shuffle=True, seed=1, _rank=rank, _world_size=world)
+        ds = PatchDataset(two_slides, shuffle=True, seed=1, even_shards=False, _rank=rank,
+                          _world_size=world)
         keys = _keys(DataLoader(ds, batch_size=5, num_workers=2))
         assert len(keys) == len(ds)
         seen.append(keys)
@@ -87,6 +88,7 @@ def test_start_methods(slide3, make_table, pixels, method):
 def test_shuffled_loader_order_is_seeded_and_changes_with_epoch(two_slides):
     ds = PatchDataset(two_slides, shuffle=True, seed=9)
     first = _keys(DataLoader(ds, batch_size=4, num_workers=2))
+    ds.set_epoch(0)
     assert _keys(DataLoader(ds, batch_size=4, num_workers=2)) == first
     ds.set_epoch(1)
     second = _keys(DataLoader(ds, batch_size=4, num_workers=2))
@@ -148,3 +150,62 @@ def test_two_gloo_ranks_read_disjoint_equal_shards(slide3, make_table, tmp_path)
     keys = [tuple(k) for r in results for k in r["keys"]]
     assert [len(r["keys"]) for r in results] == [r["len"] for r in results] == [50, 50]
     assert len(set(keys)) == len(keys) == len(table)
+
+
+def _three_epochs(ds, *, explicit: bool, **loader_kwargs) -> list[list[tuple[int, int, int]]]:
+    loader = DataLoader(ds, batch_size=6, **loader_kwargs)
+    epochs = []
+    for epoch in range(3):
+        if explicit:
+            ds.set_epoch(epoch)
+        epochs.append(_keys(loader))
+    return epochs
+
+
+def test_set_epoch_reaches_persistent_workers_and_epochs_advance_by_themselves(two_slides):
+    def dataset():
+        return PatchDataset(two_slides, shuffle=True, seed=21, chunk_buffer=4)
+
+    explicit = _three_epochs(dataset(), explicit=True, num_workers=2, persistent_workers=True)
+    for keys in explicit:  # every epoch exactly once
+        assert len(keys) == len(set(keys)) == len(two_slides)
+    assert explicit[0] != explicit[1] != explicit[2] != explicit[0]
+    # the same seed reproduces the epochs, in a new dataset and a new worker pool
+    assert _three_epochs(dataset(), explicit=True, num_workers=2, persistent_workers=True) == explicit
+    # without set_epoch, iteration k reads epoch k: persistent, fresh or no workers alike
+    assert _three_epochs(dataset(), explicit=False, num_workers=2, persistent_workers=True) == explicit
+    assert _three_epochs(dataset(), explicit=False, num_workers=2) == explicit
+    single = _three_epochs(dataset(), explicit=False, num_workers=0)
+    assert [sorted(k) for k in single] == [sorted(k) for k in explicit]
+    assert single[0] != single[1]
+
+
+@pytest.mark.parametrize("method", ["spawn"])
+def test_set_epoch_reaches_persistent_spawned_workers(two_slides, method):
+    ds = PatchDataset(two_slides, shuffle=True, seed=21, chunk_buffer=4)
+    reference = _three_epochs(PatchDataset(two_slides, shuffle=True, seed=21, chunk_buffer=4),
+                              explicit=True, num_workers=2, persistent_workers=True)
+    ds.set_epoch(1)
+    loader = DataLoader(ds, batch_size=6, num_workers=2, persistent_workers=True,
+                        multiprocessing_context=method)
+    assert _keys(loader) == reference[1]
+    ds.set_epoch(0)
+    assert _keys(loader) == reference[0]
+    assert _keys(loader) == reference[1]  # advanced by itself
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+def test_workers_of_one_iteration_agree_on_the_epoch_whatever_ran_before(two_slides):
+    """A peek in the main process, or a change of num_workers between
+    iterations, must not leave the workers of an iteration on different
+    epochs (which would repeat some patches and drop others)."""
+    ds = PatchDataset(two_slides, shuffle=True, seed=8, chunk_buffer=2)
+    next(iter(ds))  # epoch 0, read in the main process
+    runs = [_keys(DataLoader(ds, batch_size=5, num_workers=w)) for w in (2, 3, 1)]
+    for keys in runs:
+        assert len(keys) == len(set(keys)) == len(two_slides)
+    assert ds.epoch == 4
+    for epoch, (workers, keys) in enumerate(zip((2, 3, 1), runs, strict=True), start=1):
+        ref = PatchDataset(two_slides, shuffle=True, seed=8, chunk_buffer=2)
+        ref.set_epoch(epoch)
+        assert keys == _keys(DataLoader(ref, batch_size=5, num_workers=workers))

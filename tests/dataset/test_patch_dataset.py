@@ -155,6 +155,7 @@ def test_shuffle_is_seeded_per_epoch_and_chunk_aware(slide3, make_table, key_of)
     first = [key_of(s) for s in ds]
     # each chunk decoded once, and released once its patches are read
     assert ds.read_stats()["decoded"] == 16 and ds.read_stats()["cached_chunks"] == 0
+    ds.set_epoch(0)
     assert [key_of(s) for s in ds] == first
     ds.set_epoch(1)
     second = [key_of(s) for s in ds]
@@ -174,6 +175,7 @@ def test_weighted_sampling_with_replacement(slide3, make_table, key_of):
     ds = PatchDataset(table, replacement=True, weights=weights, num_samples=50, seed=3)
     keys = [key_of(s) for s in ds]
     assert len(keys) == len(ds) == 50 and len(set(keys)) == 2
+    ds.set_epoch(0)
     assert [key_of(s) for s in ds] == keys
     by_column = PatchDataset(table, replacement=True, weights="coverage", num_samples=200)
     rows = [key_of(s) for s in by_column]
@@ -194,6 +196,7 @@ def test_resume_in_one_process_yields_exactly_the_rest(slide3, make_table, key_o
     fresh.load_state_dict(state)
     rest = [key_of(s) for s in fresh]
     assert len(rest) == 256 - 37 and not set(rest) & set(head)
+    ds.set_epoch(3)
     assert head + rest == [key_of(s) for s in ds]
     with pytest.raises(DatasetError, match="seed"):
         PatchDataset(table, shuffle=True, seed=5).load_state_dict(state)
@@ -216,14 +219,19 @@ def test_tiff_sources_fall_back_to_zarr_python_tile_reads(tmp_path, make_table):
     image = rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)
     path = str(tmp_path / "tiled.tif")
     tifffile.imwrite(path, image, tile=(64, 64), photometric="rgb")
-    ds = PatchDataset(make_table([path], patch=50, stride=45))
+    table = make_table([path], patch=50, stride=45)
+    ds = PatchDataset(table)
     n = 0
-    for s in ds:
+    for s in ds:  # channel-first by default, like zarr images
         (y0, y1), (x0, x1) = s["position"]
-        np.testing.assert_array_equal(s["images"], image[y0:y1, x0:x1])
+        np.testing.assert_array_equal(s["images"], image[y0:y1, x0:x1].transpose(2, 0, 1))
+        assert s["images"].flags.c_contiguous
         n += 1
     assert n == len(ds) > 0
     assert set(ds.read_stats()["modes"].values()) == {"zarr"}
+    stored = next(iter(PatchDataset(table, output_dims="stored")))
+    (y0, y1), (x0, x1) = stored["position"]
+    np.testing.assert_array_equal(stored["images"], image[y0:y1, x0:x1])
 
 
 def test_fsspec_stores_are_decoded_directly(slide3, make_table, pixels):

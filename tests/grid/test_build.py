@@ -157,10 +157,10 @@ def test_single_plane_stack_takes_a_2d_mask():
 def test_task_boxes_partition_the_image_into_runs_of_chunks(shape, chunks, per_task):
     """Grid task boxes cover every pixel once, hold at most ``per_task``
     chunks, and short rows of chunks are grouped (4096² in 512²: 4 tasks)."""
-    from zarrdask.grid.build import _task_boxes, expected_tasks
+    from zarrdask.grid.graph import expected_tasks, task_boxes
 
     dims = list(shape)
-    boxes = _task_boxes({d: 0 for d in dims}, shape, chunks, dims, per_task)
+    boxes = task_boxes({d: 0 for d in dims}, shape, chunks, dims, per_task)
     assert len(boxes) == expected_tasks(shape, chunks, per_task)
     seen = np.zeros([shape[d] for d in dims], dtype=int)
     for start, stop in boxes:

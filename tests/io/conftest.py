@@ -8,6 +8,9 @@
 * :func:`closed_port`: a loopback port where nothing listens.
 * :func:`silent_endpoint`: a loopback socket that accepts connections and
   never answers.
+* :func:`garbage_endpoint`: a loopback server answering bytes that are not HTTP.
+* :func:`s3_proxy`, :func:`http_proxy`: a :class:`FaultProxy` in front of the
+  S3 or HTTP server, switched to silence or garbage while a client reads.
 
 Credentials are fake and travel only through ``storage_options``; nothing is
 put in the environment.
@@ -196,3 +199,155 @@ def silent_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         sock.close()
+
+
+#: What :class:`FaultProxy` answers in ``"garbage"`` mode: not HTTP at all.
+GARBAGE = b"\x00\xffTHIS IS NOT HTTP\r\n\r\n\x13\x37 garbage"
+
+
+class FaultProxy:
+    """A TCP proxy on 127.0.0.1 in front of a real server, whose behaviour
+    can be switched while a client uses it.
+
+    Modes: ``"pass"`` forwards bytes both ways; ``"silent"`` accepts
+    connections and never answers; ``"garbage"`` answers each connection
+    with bytes that are not HTTP and closes it. Switching closes every open
+    connection, so clients that keep connections alive meet the new mode.
+    """
+
+    def __init__(self, upstream: tuple[str, int] | None, mode: str = "pass") -> None:
+        self.upstream = upstream
+        self.mode = mode
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        #: connections accepted so far (each a request, or a retry of one)
+        self.accepted = 0
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, name="zarrdask-fault-proxy",
+                                        daemon=True)
+        self._thread.start()
+
+    def set_mode(self, mode: str) -> None:
+        """Switch to ``mode`` and drop every open connection."""
+        with self._lock:
+            self.mode = mode
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            _close(conn)
+
+    def close(self) -> None:
+        """Stop listening and drop every connection."""
+        _close(self._listener)
+        self.set_mode("closed")
+        self._thread.join(timeout=10)
+
+    def _track(self, *conns: socket.socket) -> None:
+        with self._lock:
+            self._open.update(conns)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            mode = self.mode
+            if mode == "silent":
+                self._track(client)  # kept open, never read nor answered
+            elif mode == "garbage":
+                threading.Thread(target=self._garbage, args=(client,), daemon=True).start()
+            elif mode == "pass" and self.upstream is not None:
+                try:
+                    upstream = socket.create_connection(self.upstream, timeout=10)
+                except OSError:
+                    _close(client)
+                    continue
+                upstream.settimeout(None)
+                self._track(client, upstream)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+            else:
+                _close(client)
+
+    @staticmethod
+    def _garbage(client: socket.socket) -> None:
+        try:
+            client.recv(65536)
+            client.sendall(GARBAGE)
+        except OSError:
+            pass
+        finally:
+            _close(client)
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _close(source)
+        _close(target)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return str(parsed.hostname), int(parsed.port or 80)
+
+
+@pytest.fixture
+def s3_proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
+    """A :class:`FaultProxy` in front of the S3 server (``proxy.url`` is the
+    ``endpoint_url`` to use)."""
+    proxy = FaultProxy(_host_port(s3_server.endpoint_url))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def http_proxy(http_server: str) -> Iterator[FaultProxy]:
+    """A :class:`FaultProxy` in front of the static HTTP server."""
+    proxy = FaultProxy(_host_port(http_server))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def silent_proxy() -> Iterator[FaultProxy]:
+    """A :class:`FaultProxy` that is silent from the start (it counts the
+    connections it accepts)."""
+    proxy = FaultProxy(None, mode="silent")
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def garbage_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a server that answers every connection
+    with bytes that are not HTTP."""
+    proxy = FaultProxy(None, mode="garbage")
+    try:
+        yield proxy.url
+    finally:
+        proxy.close()

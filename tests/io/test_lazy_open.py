@@ -18,6 +18,7 @@ import zarr
 from zarr.storage import LocalStore
 
 import zarrdask as zd
+from zarrdask.io.recipe import open_facts
 
 SIZE = 65536
 CHUNK = 512
@@ -182,7 +183,7 @@ def test_open_image_reads_only_metadata_and_uses_storage_chunks(empty_pyramid, z
     n = SIZE // CHUNK
     assert arr.data.chunks == ((3,), (CHUNK,) * n, (CHUNK,) * n)
     assert arr.data.npartitions == n * n
-    assert arr.attrs["storage_chunks"] == {"c": 3, "y": CHUNK, "x": CHUNK}
+    assert open_facts(arr)["storage_chunks"] == {"c": 3, "y": CHUNK, "x": CHUNK}
 
 
 def test_every_pyramid_level_is_chunked_like_its_storage(empty_pyramid):

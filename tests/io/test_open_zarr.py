@@ -8,6 +8,7 @@ import zarr
 
 import zarrdask as zd
 from zarrdask.datasets import synthetic_slide
+from zarrdask.io.recipe import open_facts
 
 
 @pytest.mark.parametrize("fixture", ["slide_v3", "slide_v2"])
@@ -17,8 +18,8 @@ def test_ome_ngff_level0_values_dims_and_scale(request, fixture):
     raw = zarr.open_array(path + "/0", mode="r")
     assert arr.dims == ("c", "y", "x")
     assert arr.shape == raw.shape
-    assert arr.attrs["scale"] == {"y": 0.5, "x": 0.5}
-    assert arr.attrs["units"] == {"y": "micrometer", "x": "micrometer"}
+    assert open_facts(arr)["scale"] == {"y": 0.5, "x": 0.5}
+    assert open_facts(arr)["units"] == {"y": "micrometer", "x": "micrometer"}
     np.testing.assert_array_equal(arr[:, 100:300, 50:260].values, raw[:, 100:300, 50:260])
     assert float(arr.x[10]) == pytest.approx(5.0)
 
@@ -39,14 +40,14 @@ def test_level_and_data_group_select_the_same_array(slide_v3):
     by_group = zd.open_image(slide_v3, data_group="2")
     assert by_level.shape == by_group.shape == (3, 512, 512)
     assert by_group.attrs["level"] == 2
-    assert by_group.attrs["scale"] == {"y": 2.0, "x": 2.0}
+    assert open_facts(by_group)["scale"] == {"y": 2.0, "x": 2.0}
     np.testing.assert_array_equal(by_level.values, by_group.values)
 
 
 def test_pyramid_has_every_level_with_its_scale(slide_v3):
     tree = zd.open_pyramid(slide_v3)
     assert tree.attrs["levels"] == ["0", "1", "2", "3"]
-    scales = [tree[name]["image"].attrs["scale"]["x"] for name in tree.attrs["levels"]]
+    scales = [open_facts(tree[name]["image"])["scale"]["x"] for name in tree.attrs["levels"]]
     assert scales == [0.5, 1.0, 2.0, 4.0]
     # physical extent is the same at every level
     extents = [float(tree[n]["image"].x[-1] + s) for n, s in zip(tree.attrs["levels"], scales, strict=True)]

@@ -19,7 +19,7 @@ import zarr
 from distributed import Client, LocalCluster
 
 import zarrdask as zd
-from zarrdask.io.recipe import ArrayRecipe, LazyArray
+from zarrdask.io.recipe import ArrayRecipe, LazyArray, recipe_of
 
 SOURCES = ["zarr_v3", "zarr_v2", "tiff", "png"]
 
@@ -127,8 +127,8 @@ def test_unpickled_array_reopens_and_reads_the_same_values(files, name):
 
 
 @pytest.mark.parametrize("name", SOURCES)
-def test_recipe_attr_is_small_and_reopens(files, name):
-    recipe = zd.open_image(files[name]).attrs["recipe"]
+def test_recipe_is_small_and_reopens(files, name):
+    recipe = recipe_of(zd.open_image(files[name]))
     assert isinstance(recipe, ArrayRecipe)
     payload = pickle.dumps(recipe)
     assert len(payload) < 1024
@@ -219,7 +219,7 @@ def test_cluster_mean_and_isel_equal_local(client, files, name):
 def test_worker_reopens_from_recipe(client, files, name):
     arr = zd.open_image(files[name])
     selection = (slice(40, 90), slice(120, 200))
-    pid, values = client.submit(_reopen_and_read, arr.attrs["recipe"], selection,
+    pid, values = client.submit(_reopen_and_read, recipe_of(arr), selection,
                                 pure=False).result()
     assert pid != os.getpid()
     np.testing.assert_array_equal(values, _reference(files, name)[selection])

@@ -14,6 +14,7 @@ import zarr
 
 import zarrdask as zd
 from zarrdask.errors import RemoteAccessError, SourceNotFoundError
+from zarrdask.io.recipe import open_facts, recipe_of
 
 SLIDES = ["slide_v3.zarr", "slide_v2.zarr"]
 
@@ -41,8 +42,8 @@ def test_s3_zarr_level_equals_local_store(s3_server, remote_files,
     assert arr.shape == expected.shape == (3, 512 // 2**level, 512 // 2**level)
     assert arr.attrs["source"] == url
     assert arr.attrs["level"] == level
-    assert arr.attrs["scale"] == {"y": 0.5 * 2**level, "x": 0.5 * 2**level}
-    assert arr.attrs["units"] == {"y": "micrometer", "x": "micrometer"}
+    assert open_facts(arr)["scale"] == {"y": 0.5 * 2**level, "x": 0.5 * 2**level}
+    assert open_facts(arr)["units"] == {"y": "micrometer", "x": "micrometer"}
     assert float(arr.x[3]) == pytest.approx(3 * 0.5 * 2**level)
     np.testing.assert_array_equal(arr.values, expected)
 
@@ -61,7 +62,7 @@ def test_s3_pyramid_has_both_levels_with_values(s3_server, remote_files):
     assert tree.attrs["levels"] == ["0", "1"]
     for i, name in enumerate(tree.attrs["levels"]):
         image = tree[name]["image"]
-        assert image.attrs["scale"] == {"y": 0.5 * 2**i, "x": 0.5 * 2**i}
+        assert open_facts(image)["scale"] == {"y": 0.5 * 2**i, "x": 0.5 * 2**i}
         np.testing.assert_array_equal(image.values, _local_level(remote_files, "slide_v2.zarr", i))
 
 
@@ -77,7 +78,7 @@ def test_http_pyramid_equals_local_store(http_server: str, remote_files, slide: 
     for i, name in enumerate(tree.attrs["levels"]):
         image = tree[name]["image"]
         assert image.dims == ("c", "y", "x")
-        assert image.attrs["scale"] == {"y": 0.5 * 2**i, "x": 0.5 * 2**i}
+        assert open_facts(image)["scale"] == {"y": 0.5 * 2**i, "x": 0.5 * 2**i}
         np.testing.assert_array_equal(image.values, _local_level(remote_files, slide, i))
 
 
@@ -122,7 +123,7 @@ def test_zarr_store_without_suffix_is_found_by_its_metadata(s3_server, http_serv
     else:
         arr = zd.open_image(f"{http_server}/slide_plain")
     assert arr.attrs["reader"] == "zarr"
-    assert arr.attrs["scale"] == {"y": 0.5, "x": 0.5}
+    assert open_facts(arr)["scale"] == {"y": 0.5, "x": 0.5}
     np.testing.assert_array_equal(arr.values, _local_level(remote_files, "slide_plain", 0))
 
 
@@ -162,7 +163,7 @@ def test_pickled_http_pyramid_level_reopens_in_a_fresh_process(http_server: str,
 
 def test_credentials_never_shown(s3_server):
     arr = zd.open_image(s3_server.url("slide_v3.zarr"), storage_options=s3_server.storage_options)
-    recipe = arr.attrs["recipe"]
+    recipe = recipe_of(arr)
     assert recipe.storage_options["secret"] == s3_server.secret  # workers still get them
     _assert_no_secret(repr(arr), s3_server)
     _assert_no_secret(repr(recipe), s3_server)

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 
 import zarrdask as zd
+from zarrdask.io.recipe import open_facts
 from zarrdask.io.tiff_reader import _downsample_factor
 
 RNG = np.random.default_rng(20240611)
@@ -49,9 +50,9 @@ def test_plain_greyscale_tiff_in_strips(tmp_path: Path):
     assert arr.attrs["levels"] == 1
     # one dask chunk per TIFF strip
     assert arr.data.chunksize == (64, 200)
-    assert arr.attrs["storage_chunks"] == {"y": 64, "x": 200}
-    assert arr.attrs["scale"] == {"y": 1.0, "x": 1.0}
-    assert arr.attrs["units"] == {"y": "pixel", "x": "pixel"}
+    assert open_facts(arr)["storage_chunks"] == {"y": 64, "x": 200}
+    assert open_facts(arr)["scale"] == {"y": 1.0, "x": 1.0}
+    assert open_facts(arr)["units"] == {"y": "pixel", "x": "pixel"}
     np.testing.assert_array_equal(arr.values, data)
     np.testing.assert_array_equal(arr[70:130, 11:57].values, data[70:130, 11:57])
 
@@ -102,8 +103,8 @@ def test_ome_tiff_channels_and_physical_size(tmp_path: Path):
 
     arr = zd.open_image(path)
     assert arr.dims == ("c", "y", "x")
-    assert arr.attrs["scale"] == {"y": 0.4, "x": 0.25}
-    assert arr.attrs["units"] == {"y": "micrometer", "x": "micrometer"}
+    assert open_facts(arr)["scale"] == {"y": 0.4, "x": 0.25}
+    assert open_facts(arr)["units"] == {"y": "micrometer", "x": "micrometer"}
     assert float(arr.x[10]) == pytest.approx(2.5)
     assert float(arr.y[10]) == pytest.approx(4.0)
     assert arr.x.attrs["units"] == "micrometer"
@@ -119,8 +120,8 @@ def test_ome_tiff_rgb_yxs(tmp_path: Path):
                                "PhysicalSizeXUnit": "nm", "PhysicalSizeYUnit": "nm"})
     arr = zd.open_image(path)
     assert arr.dims == ("y", "x", "c")
-    assert arr.attrs["scale"] == {"y": 0.5, "x": 0.5}
-    assert arr.attrs["units"] == {"y": "nanometer", "x": "nanometer"}
+    assert open_facts(arr)["scale"] == {"y": 0.5, "x": 0.5}
+    assert open_facts(arr)["units"] == {"y": "nanometer", "x": "nanometer"}
     np.testing.assert_array_equal(arr.values, data)
 
 
@@ -148,7 +149,7 @@ def test_pyramidal_ome_tiff_levels_scales_and_values(tmp_path: Path):
     shapes = [tree[n]["image"].shape for n in tree.attrs["levels"]]
     assert shapes == [(2, 525, 770), (2, 263, 385), (2, 132, 193)]
     # level k: level-0 physical size x its downsampling factor (sizes rounded up)
-    scales = [tree[n]["image"].attrs["scale"] for n in tree.attrs["levels"]]
+    scales = [open_facts(tree[n]["image"])["scale"] for n in tree.attrs["levels"]]
     assert scales == [{"y": 0.5, "x": 0.5}, {"y": 1.0, "x": 1.0}, {"y": 2.0, "x": 2.0}]
     for name, expected in zip(tree.attrs["levels"], written, strict=True):
         image = tree[name]["image"]
@@ -172,7 +173,7 @@ def test_data_group_and_level_select_a_pyramid_level(tmp_path: Path):
 
     by_series_level = zd.open_image(path, data_group="0/2")
     np.testing.assert_array_equal(by_series_level.values, written[2])
-    assert by_series_level.attrs["scale"] == {"y": 2.0, "x": 2.0}
+    assert open_facts(by_series_level)["scale"] == {"y": 2.0, "x": 2.0}
 
     by_level = zd.open_image(path, level=2)
     np.testing.assert_array_equal(by_level.values, written[2])
@@ -186,9 +187,9 @@ def test_pyramid_without_physical_size_is_in_level0_pixels(tmp_path: Path):
     path = tmp_path / "pixels.ome.tif"
     _write_pyramid(path, base, factors=(2, 4, 8), tile=(32, 32), physical=None)
     tree = zd.open_pyramid(path)
-    assert [tree[n]["image"].attrs["scale"]["x"] for n in tree.attrs["levels"]] == [
+    assert [open_facts(tree[n]["image"])["scale"]["x"] for n in tree.attrs["levels"]] == [
         1.0, 2.0, 4.0, 8.0]
-    assert {tree[n]["image"].attrs["units"]["x"] for n in tree.attrs["levels"]} == {"pixel"}
+    assert {open_facts(tree[n]["image"])["units"]["x"] for n in tree.attrs["levels"]} == {"pixel"}
 
 
 def test_single_channel_is_squeezed_like_tifffile_does(tmp_path: Path):

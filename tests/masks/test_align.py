@@ -19,6 +19,7 @@ from zarrdask.masks import (
     mask_is_empty,
     mask_origin,
     mask_scale_factors,
+    mask_scale_of,
     tissue_mask,
 )
 
@@ -52,13 +53,13 @@ def test_numpy_mask_at_any_resolution_spans_the_image(image, n):
     assert mask.dims == ("y", "x") and mask.dtype == bool and mask.shape == (n, n)
     assert isinstance(mask.data, da.Array)
     expected = n / SIZE  # mask pixels per image pixel
-    assert mask.attrs["mask_scale"] == pytest.approx({"y": expected, "x": expected})
+    assert mask_scale_of(mask) == pytest.approx({"y": expected, "x": expected})
     assert mask_scale_factors(mask, image) == pytest.approx({"y": expected, "x": expected})
     assert mask_origin(mask, image) == {"y": 0.0, "x": 0.0}
     # pixel sizes and positions in the image's physical space
     size = SIZE * PIXEL / n
-    assert mask.attrs["scale"] == pytest.approx({"y": size, "x": size})
-    assert mask.attrs["units"] == {"y": "micrometer", "x": "micrometer"}
+    assert {d: mask[d].attrs["scale"] for d in ("y", "x")} == pytest.approx({"y": size, "x": size})
+    assert {d: mask[d].attrs["units"] for d in ("y", "x")} == {"y": "micrometer", "x": "micrometer"}
     np.testing.assert_allclose(mask.x.values, np.arange(n) * size)
     # the mask's last pixel ends where the image's last pixel ends
     assert float(mask.x[-1]) + size == pytest.approx(float(image.x[-1]) + PIXEL)
@@ -78,7 +79,7 @@ def test_dask_and_zarr_masks(image):
         mask = as_mask(given, like=image)
         assert mask.dtype == bool
         np.testing.assert_array_equal(mask.values, source)
-        assert mask.attrs["mask_scale"] == {"y": 1 / 16, "x": 1 / 16}
+        assert mask_scale_of(mask) == {"y": 1 / 16, "x": 1 / 16}
 
 
 def test_channel_dims_are_reduced_with_any(image):
@@ -139,7 +140,7 @@ def test_masks_and_labels_with_another_aspect_ratio_are_rejected(image):
 def test_masks_rounded_to_whole_pixels_keep_spanning_the_image(image):
     # round(1024 / 7.3) = 140: 140 or 141 pixels along either dim still fit
     mask = as_mask(np.ones((141, 140), dtype=bool), like=image)
-    assert mask.attrs["mask_scale"] == pytest.approx({"y": 141 / SIZE, "x": 140 / SIZE})
+    assert mask_scale_of(mask) == pytest.approx({"y": 141 / SIZE, "x": 140 / SIZE})
 
 
 # -- masks that carry their own coordinates -------------------------------------------
@@ -150,7 +151,7 @@ def test_dataarray_with_physical_coords_keeps_them(image):
     coords = {"y": 256 * PIXEL + np.arange(32) * size, "x": 512 * PIXEL + np.arange(64) * size}
     sub = xr.DataArray(np.ones((32, 64), dtype=bool), dims=("y", "x"), coords=coords)
     mask = as_mask(sub, like=image)
-    assert mask.attrs["mask_scale"] == {"y": 0.25, "x": 0.25}
+    assert mask_scale_of(mask) == {"y": 0.25, "x": 0.25}
     assert mask_origin(mask, image) == {"y": 256.0, "x": 512.0}
     np.testing.assert_allclose(mask.x.values, coords["x"])
 
@@ -166,14 +167,14 @@ def test_tissue_mask_round_trips_through_as_mask(slide, image):
     tissue = tissue_mask(slide)
     again = as_mask(tissue, like=image)
     np.testing.assert_array_equal(again.x.values, tissue.x.values)
-    assert again.attrs["mask_scale"] == tissue.attrs["mask_scale"]
+    assert mask_scale_of(again) == mask_scale_of(tissue)
 
 
 def test_mask_file_without_metadata_spans_the_image(tmp_path, image):
     path = tmp_path / "mask.zarr"
     zarr.save_array(str(path), quadrant(128).astype(np.uint8), zarr_format=3)
     mask = as_mask(str(path), like=image)
-    assert mask.attrs["mask_scale"] == {"y": 1 / 8, "x": 1 / 8}
+    assert mask_scale_of(mask) == {"y": 1 / 8, "x": 1 / 8}
     assert mask_origin(mask, image) == {"y": 0.0, "x": 0.0}
     np.testing.assert_array_equal(mask.values, quadrant(128))
 
@@ -183,7 +184,7 @@ def test_roi_image_keeps_the_whole_image_rule(slide):
     mask = as_mask(quadrant(64), like=roi)
     # the mask spans the whole stored image, so it starts before the region
     assert mask_origin(mask, roi) == {"y": -256.0, "x": -512.0}
-    assert mask.attrs["mask_scale"] == {"y": 1 / 16, "x": 1 / 16}
+    assert mask_scale_of(mask) == {"y": 1 / 16, "x": 1 / 16}
 
 
 # -- callables and labels --------------------------------------------------------------
@@ -198,7 +199,7 @@ def test_callable_gets_the_coarsest_level(image):
     mask = as_mask(darker, like=image)
     assert seen["shape"] == (3, SIZE // 4, SIZE // 4)  # level 2, image dim order (c, y, x)
     assert mask.shape == (SIZE // 4, SIZE // 4)
-    assert mask.attrs["mask_scale"] == {"y": 0.25, "x": 0.25}
+    assert mask_scale_of(mask) == {"y": 0.25, "x": 0.25}
     tissue = tissue_mask(image, mask_scale=1 / 4).values
     assert (mask.values == tissue).mean() > 0.9
 
@@ -206,7 +207,7 @@ def test_callable_gets_the_coarsest_level(image):
 def test_zarrdataset_generator_as_a_mask_function(image):
     gen = WSITissueMaskGenerator(mask_scale=1 / 4)  # of the level it gets: 1/16 overall
     mask = as_mask(gen, like=image)
-    assert mask.attrs["mask_scale"] == {"y": 1 / 16, "x": 1 / 16}
+    assert mask_scale_of(mask) == {"y": 1 / 16, "x": 1 / 16}
     tissue = tissue_mask(image).values
     assert (mask.values == tissue).mean() > 0.9
     assert gen.threshold_ is not None
@@ -225,7 +226,7 @@ def test_masks_from_labels(image):
     labels[:16, :16] = 1
     labels[32:, 32:] = 3
     mask = mask_from_labels(labels, like=image)
-    assert mask.dtype == bool and mask.attrs["mask_scale"] == {"y": 1 / 16, "x": 1 / 16}
+    assert mask.dtype == bool and mask_scale_of(mask) == {"y": 1 / 16, "x": 1 / 16}
     np.testing.assert_array_equal(mask.values, labels > 0)
     only3 = mask_from_labels(xr.DataArray(labels, dims=("y", "x")), like=image, classes=[3])
     np.testing.assert_array_equal(only3.values, labels == 3)
@@ -239,7 +240,7 @@ def test_default_mask_is_one_true_pixel_per_chunk(image):
     mask = default_mask(image)
     assert mask.shape == (SIZE // 256, SIZE // 256)
     assert bool(mask.all())
-    assert mask.attrs["mask_scale"] == {"y": 1 / 256, "x": 1 / 256}
+    assert mask_scale_of(mask) == {"y": 1 / 256, "x": 1 / 256}
     assert mask_origin(mask, image) == {"y": 0.0, "x": 0.0}
 
 

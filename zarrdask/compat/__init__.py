@@ -14,8 +14,8 @@ The differences from zarrdataset 0.2.2 are listed in ``docs/differences.md``.
 
 from typing import Any
 
-from ..io.image2array import image2array
 from ..masks.generators import MaskGenerator, WSITissueMaskGenerator
+from ._sources import image2array
 from .augs import ToDtype
 from .imageloaders import ImageBase, ImageCollection, ImageLoader
 from .samplers import BlueNoisePatchSampler, PatchSampler

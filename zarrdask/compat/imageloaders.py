@@ -1,6 +1,6 @@
 """zarrdataset's image loaders: :class:`ImageBase`, :class:`ImageLoader`,
-:class:`ImageCollection` (and :func:`image2array`, re-exported from
-:mod:`zarrdask.io.image2array`).
+:class:`ImageCollection` (and :func:`image2array`, from
+:mod:`zarrdask.compat._sources`).
 
 An image is addressed in its *target* axes (``axes``): reads take slices (or
 a dict of slices keyed by axis letter) in the pixels of a *reference* image
@@ -22,10 +22,18 @@ import numpy as np
 from ..axes import map_axes_order
 from ..dataset.boxes import PAD_MODES, clip_box, pad_array
 from ..errors import AxesError, DatasetError, RoiError
-from ..io.image2array import image2array
+from ..io.image2array import image2array as _io_image2array
+from ._sources import check_data_group, effective_data_group, image2array
 from ._stage import AxesStage, check_axes, dropped_axes, new_axes, parse_roi_arg
 
-__all__ = ["ImageBase", "ImageLoader", "ImageCollection", "image2array"]
+try:
+    import tifffile  # noqa: F401 - only whether it is installed
+except ImportError:  # as zarrdataset: TIFF reading is off without tifffile
+    TIFFFILE_SUPPORT = False
+else:
+    TIFFFILE_SUPPORT = True
+
+__all__ = ["ImageBase", "ImageLoader", "ImageCollection", "image2array", "TIFFFILE_SUPPORT"]
 
 
 
@@ -108,12 +116,19 @@ class ImageBase:
     _image_func: Any = None
     _stage: Any = None
     _generated: Any = None
+    #: The ``chunk_size`` an ImageBase was made with (loaders take their array's).
+    _declared_chunks: Any = None
 
     def __init__(self, shape: Iterable[int], chunk_size: Iterable[int] | None = None,
                  source_axes: str = "", mode: str = "") -> None:
         shape = [int(s) for s in shape]
         chunk_size = shape if chunk_size is None else [int(c) for c in chunk_size]
         source_axes = "".join(source_axes)
+        if len(chunk_size) != len(shape):
+            raise AxesError(
+                f"ImageBase(shape={tuple(shape)}) got chunk_size={tuple(chunk_size)}; give one "
+                "chunk length per dim"
+            )
         if len(source_axes) != len(shape):
             raise AxesError(
                 f"ImageBase(shape={tuple(shape)}) got source_axes={source_axes!r}; give one axis "
@@ -126,6 +141,7 @@ class ImageBase:
         self.roi = [slice(0, None)] * len(source_axes)
         self.mode = mode
         self._chunk_size = chunk_size
+        self._declared_chunks = tuple(max(1, c) for c in chunk_size)
         self._drop_axes = ""
         self._new_axes = ""
         self._stage = AxesStage(list(source_axes), source_axes)
@@ -269,7 +285,7 @@ class ImageBase:
             self._chunk_size = list(self._shape)
         else:
             valid = self._valid_roi()
-            chunks = _chunks_of(self.arr)
+            chunks = self._declared_chunks or _chunks_of(self.arr)
             self._shape, self._chunk_size = [], []
             for a in self.axes:
                 if a in self.source_axes:
@@ -407,7 +423,10 @@ class ImageLoader(ImageBase):
         name = filename if isinstance(filename, str) else f"<{type(filename).__name__}>"
         source_axes = check_axes(source_axes, "source_axes", name)
         roi_slices = parse_roi_arg(roi, source_axes, name)
-        self.arr, self._store = image2array(filename, data_group=data_group, zarr_store=zarr_store)
+        data_group = effective_data_group(filename, data_group, what=f"ImageLoader {mode!r}")
+        check_data_group(data_group, filename)
+        self.arr, self._store = _io_image2array(filename, data_group=data_group,
+                                                zarr_store=zarr_store)
         if len(self.arr.shape) != len(source_axes):
             raise AxesError(
                 f"source_axes={source_axes!r} has {len(source_axes)} letters but {name} "

@@ -13,6 +13,7 @@ give the same patches.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,32 @@ def _box(chunk_tlbr: Mapping[str, slice], dims: list[str], letters: dict[str, st
         start[d] = 0 if sel.start is None else max(0, int(sel.start))
         stop[d] = sizes[d] if sel.stop is None else min(sizes[d], int(sel.stop))
     return start, stop
+
+
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value == 0
+
+
+def _placeholder_axes(patch_size: Any, spatial_axes: str) -> set[str]:
+    """Axes whose patch size is 0 (zarrdataset's placeholder)."""
+    if _is_zero(patch_size):
+        return set(spatial_axes)
+    if isinstance(patch_size, Mapping):
+        return {str(k) for k, v in patch_size.items() if _is_zero(v)}
+    if isinstance(patch_size, list) and len(patch_size) == len(spatial_axes):
+        return {ax for ax, v in zip(spatial_axes, patch_size, strict=True) if _is_zero(v)}
+    return set()
+
+
+def _without_placeholders(patch_size: Any) -> Any:
+    """``patch_size`` with 0 read as 1, to check the rest of the arguments."""
+    if _is_zero(patch_size):
+        return 1
+    if isinstance(patch_size, Mapping):
+        return {k: 1 if _is_zero(v) else v for k, v in patch_size.items()}
+    if isinstance(patch_size, list):
+        return [1 if _is_zero(v) else v for v in patch_size]
+    return patch_size
 
 
 class PatchSampler:
@@ -120,11 +147,15 @@ class PatchSampler:
         self.spatial_axes = spatial_axes
         self._min_area = min_area
         self._allow_incomplete_patches = bool(allow_incomplete_patches)
+        # zarrdataset accepts patch_size=0 (a placeholder) until a grid is computed,
+        # where it fails (here: GridParameterError from the grid parameters)
+        placeholder = _placeholder_axes(patch_size, spatial_axes)
         spec = normalize_grid_params(
-            patch_size, stride, pad, min_area=min_area, spatial_axes=spatial_axes,
-            allow_incomplete_patches=allow_incomplete_patches,
+            _without_placeholders(patch_size), stride, pad, min_area=min_area,
+            spatial_axes=spatial_axes, allow_incomplete_patches=allow_incomplete_patches,
             image_dims=_letters_to_dims(spatial_axes), image_shape=[_ANY_SIZE] * len(spatial_axes))
-        self._patch_size = {ax: spec.patch[ax.lower()] for ax in spatial_axes}
+        self._patch_size = {ax: 0 if ax in placeholder else spec.patch[ax.lower()]
+                            for ax in spatial_axes}
         self._stride = {ax: spec.stride[ax.lower()] for ax in spatial_axes}
         self._pad = {ax: spec.pad[ax.lower()] for ax in spatial_axes}
         self._max_chunk_size = {ax: 0 for ax in spatial_axes}
@@ -360,7 +391,9 @@ class PatchSampler:
 
         The chunks are the storage chunks of the reference image (relative
         to its region of interest) that hold the top-left of at least one
-        patch the mask selects.
+        patch the mask selects, counting grid patches that would run past the
+        border (so, without ``allow_incomplete_patches``, a chunk may hold no
+        patch: :meth:`compute_patches` returns none for it, as zarrdataset's).
 
         Parameters
         ----------
@@ -379,7 +412,9 @@ class PatchSampler:
         dims, letters, dsizes, data, scale = self._geometry(mask, sizes)
         spec = _spec_for(self, "".join(letters[d] for d in dims), [dsizes[d] for d in dims])
         self._on_new_image(dsizes, spec)
-        starts = self._candidate_starts(dsizes, dims, spec)
+        # as zarrdataset, a chunk is listed even when its patches would all cross
+        # the border (compute_patches then returns none for it)
+        starts = self._candidate_starts(dsizes, dims, replace(spec, allow_incomplete=True))
         starts = self._kept(starts, dims, dsizes, data, scale, self._min_area,
                             {d: spec.patch[d] for d in dims})
         csize = np.array([chunks[letters[d]] for d in dims], dtype=np.int64)
@@ -455,13 +490,21 @@ class BlueNoisePatchSampler(PatchSampler):
         Seed of the positions, drawn from numpy's global random state when
         the sampler is made (so ``np.random.seed`` makes it reproducible).
     _base_chunk_tls : numpy.ndarray or None
-        The positions of the last image (``(N, len(spatial_axes))``).
+        As in zarrdataset, the positions of one chunk relative to its
+        top-left (``(N, len(spatial_axes))``), before the mask: those of the
+        chunk given to the last :meth:`compute_patches` (the whole last image
+        before any). zarrdataset repeated one chunk's positions in every
+        chunk; here they differ from chunk to chunk.
+    _image_tls : numpy.ndarray or None
+        The positions of the whole last image.
     """
 
     def __init__(self, patch_size: int | Iterable[int] | dict, resample_positions=False,
                  allow_overlap=False, **kwargs: Any) -> None:
         super().__init__(patch_size, **kwargs)
         self._base_chunk_tls = None
+        self._image_tls: np.ndarray | None = None
+        self._chunk_box: tuple[dict[str, int], dict[str, int]] | None = None
         self._resample_positions = bool(resample_positions)
         self._allow_overlap = bool(allow_overlap)
         self._seed = int(np.random.randint(0, 2**31 - 1))  # noqa: NPY002 - np.random.seed reproduces it
@@ -479,9 +522,9 @@ class BlueNoisePatchSampler(PatchSampler):
         force : bool
             Draw new positions (with a new seed) even when some exist.
         """
-        if self._base_chunk_tls is not None and not force:
+        if self._image_tls is not None and not force:
             return
-        if force and self._base_chunk_tls is not None:
+        if force and self._image_tls is not None:
             self._seed = int(np.random.randint(0, 2**31 - 1))  # noqa: NPY002 - np.random.seed reproduces it
         if self._image_shape is None or self._image_spec is None:
             return
@@ -489,8 +532,24 @@ class BlueNoisePatchSampler(PatchSampler):
         starts = blue_noise_starts(self._image_shape, spec, seed=self._seed,
                                    allow_overlap=self._allow_overlap)
         self._positions_for = self._positions_key(self._image_shape, spec)
-        self._base_chunk_tls = self._relative(starts, list(spec.dims),
-                                              {d: 0 for d in spec.dims})
+        self._image_tls = self._relative(starts, list(spec.dims), {d: 0 for d in spec.dims})
+        self._set_base_chunk()
+
+    def _set_base_chunk(self) -> None:
+        """``_base_chunk_tls``: the image's positions in the last chunk box."""
+        tls = self._image_tls
+        if tls is None or self._chunk_box is None:
+            self._base_chunk_tls = tls
+            return
+        start, stop = self._chunk_box
+        cols = [a.lower() for a in self.spatial_axes]
+        keep = np.ones(len(tls), dtype=bool)
+        offset = np.zeros(len(cols), dtype=np.int64)
+        for d in start:
+            j = cols.index(d)
+            keep &= (tls[:, j] >= start[d]) & (tls[:, j] < stop[d])
+            offset[j] = start[d]
+        self._base_chunk_tls = tls[keep] - offset
 
     def _positions_key(self, sizes: dict[str, int], spec: GridSpec) -> tuple:
         """What the positions depend on: image size, grid spec and seed."""
@@ -502,11 +561,13 @@ class BlueNoisePatchSampler(PatchSampler):
         (same seed)."""
         self._image_shape, self._image_spec = dict(sizes), spec
         if self._positions_key(sizes, spec) != self._positions_for:
-            self._base_chunk_tls = None
+            self._image_tls = None
+            self._chunk_box = None
             self.compute_sampling_positions()
 
     def _on_new_image(self, sizes: dict[str, int], spec: GridSpec) -> None:
-        if self._resample_positions and self._base_chunk_tls is not None:
+        self._chunk_box = None
+        if self._resample_positions and self._image_tls is not None:
             self._image_shape, self._image_spec = dict(sizes), spec
             self.compute_sampling_positions(force=True)
         else:
@@ -515,7 +576,7 @@ class BlueNoisePatchSampler(PatchSampler):
     def _candidate_starts(self, sizes: dict[str, int], dims: list[str], spec: GridSpec) -> np.ndarray:
         self.compute_sampling_positions()
         cols = [[a.lower() for a in self.spatial_axes].index(d) for d in dims]
-        return np.asarray(self._base_chunk_tls, dtype=np.int64)[:, cols]
+        return np.asarray(self._image_tls, dtype=np.int64)[:, cols]
 
     def _compute_valid_toplefts(self, chunk_tlbr: dict, mask: Any, patch_size: dict,
                                 **kwargs: Any) -> np.ndarray:
@@ -527,6 +588,8 @@ class BlueNoisePatchSampler(PatchSampler):
         self._use_image(sizes, spec)
         starts = self._candidate_starts(sizes, dims, spec)
         start, stop = _box(chunk_tlbr, dims, letters, sizes)
+        self._chunk_box = (start, stop)
+        self._set_base_chunk()
         lo = np.array([start[d] for d in dims])
         hi = np.array([stop[d] for d in dims])
         starts = starts[np.all((starts >= lo) & (starts < hi), axis=1)]

@@ -35,30 +35,63 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as dsa
 import numpy as np
-import torch
-import torch.utils.data
 import xarray as xr
 import zarr
 
 from ..axes import SPATIAL_DIMS, dims_from_axes
-from ..dataset import PatchDataset
 from ..dataset.boxes import read_level_starts
-from ..dataset.patch_dataset import _torch_distributed
-from ..dataset.sharding import ShardSpec
 from ..errors import AxesError, DatasetError, ZarrdaskError
 from ..io import open_image
-from ..io.recipe import LazyArray
+from ..io.recipe import LazyArray, recipe_of
 from ..roi import parse_metadata
 from ..table import PatchTable, position_columns, source_entry
+from ._sources import effective_data_group
 from ._stage import AxesStage, check_axes, parse_roi_arg
 from .samplers import BlueNoisePatchSampler, PatchSampler
 from .specs import _as_list
 
-__all__ = ["ZarrDataset", "zarrdataset_worker_init_fn", "chained_zarrdataset_worker_init_fn"]
+if TYPE_CHECKING:
+    from ._patch_reader import CompatPatchDataset
+
+try:
+    import torch
+    import torch.utils.data
+
+    _DatasetBase: type = torch.utils.data.IterableDataset
+except ImportError:  # as zarrdataset: without torch, ZarrDataset is a plain object
+    torch = None
+    _DatasetBase = object
+
+try:
+    from tqdm import tqdm
+except ImportError:  # as zarrdataset: without tqdm, no progress bars
+
+    class tqdm:  # noqa: N801 - zarrdataset's name for the progress bar
+        """Stands in for ``tqdm.tqdm`` when tqdm is not installed: no bar."""
+
+        def __init__(self, iterable: Iterable | None = None, *args: Any, **kwargs: Any) -> None:
+            self.iterable = iterable
+
+        def __iter__(self) -> Iterator[Any]:
+            return iter(self.iterable or ())
+
+        def update(self, n: int = 1) -> None:
+            """Do nothing."""
+
+        def close(self) -> None:
+            """Do nothing."""
+
+#: Whether torch (the DataLoader base class and the patch reader) is installed.
+TORCH_SUPPORT = torch is not None
+#: Whether tqdm (the progress bar of ``progress_bar=True``) is installed.
+TQDM_SUPPORT = not (isinstance(tqdm, type) and tqdm.__module__ == __name__)
+
+__all__ = ["ZarrDataset", "zarrdataset_worker_init_fn", "chained_zarrdataset_worker_init_fn",
+           "TORCH_SUPPORT", "TQDM_SUPPORT"]
 
 _REF = "images"
 _SPEC_KEYS = ("modality", "filenames", "source_axes", "axes", "data_group", "roi",
@@ -126,24 +159,6 @@ class _InsertAxes:
         return np.asarray(res).reshape((1,) * self.n + np.shape(res))
 
 
-class _CompatPatchDataset(PatchDataset):
-    """:class:`PatchDataset` whose share can be fixed per iteration.
-
-    ``_worker_override = (worker, num_workers)`` replaces the DataLoader
-    worker's (``chained_zarrdataset_worker_init_fn`` gives each worker whole
-    datasets: ``(0, 1)``); ``_rank_override`` does the same for DDP ranks.
-    """
-
-    _worker_override: tuple[int, int] | None = None
-    _rank_override: tuple[int, int] | None = None
-
-    def _shard(self) -> ShardSpec:
-        shard = super()._shard()
-        rank, world = self._rank_override or (shard.rank, shard.world_size)
-        worker, workers = self._worker_override or (shard.worker, shard.num_workers)
-        return ShardSpec(rank, world, worker, workers)
-
-
 @contextlib.contextmanager
 def _fresh_dask_pool() -> Iterator[None]:
     """Run dask's threaded scheduler on a pool made here (a pool inherited
@@ -169,13 +184,25 @@ def _roi_select(entry: dict, grid_dims: list[str]) -> dict[int, slice]:
             if d not in grid_dims and d in entry["roi"]}
 
 
+def _torch_distributed() -> tuple[int, int] | None:
+    if torch is None:
+        return None
+    from ..dataset.patch_dataset import _torch_distributed as found
+
+    return found()
+
+
+def _worker_info() -> Any:
+    return None if torch is None else torch.utils.data.get_worker_info()
+
+
 def _describe(filename: Any) -> str:
     if isinstance(filename, str | os.PathLike):
         return os.fspath(filename)
     return f"<in-memory {type(filename).__name__}>"
 
 
-class ZarrDataset(torch.utils.data.IterableDataset):
+class ZarrDataset(_DatasetBase):
     """A Zarr-based dataset class capable of handling large volumes of image
     data stored in OME-NGFF Zarr format (and TIFF, Pillow formats, numpy).
 
@@ -254,7 +281,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
         self._epoch: int | None = None
         self._iterations = 0
         self._whole_datasets_per_worker = False
-        self._datasets: list[tuple[int, _CompatPatchDataset]] = []
+        self._datasets: list[tuple[int, CompatPatchDataset]] = []
         self._positions_info: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._internal: dict[str, str] = {}
         self._table: PatchTable | None = None
@@ -351,7 +378,10 @@ class ZarrDataset(torch.utils.data.IterableDataset):
         """
         if not isinstance(modality, str) or not modality:
             raise DatasetError(f"modality={modality!r} must be a non-empty string such as 'images'")
-        source_axes = check_axes(source_axes, "source_axes", f"modality {modality!r}")
+        if source_axes is None or (isinstance(source_axes, str | list | tuple) and not source_axes):
+            source_axes = ""  # as zarrdataset: checked when the images are opened
+        else:
+            source_axes = check_axes(source_axes, "source_axes", f"modality {modality!r}")
         if axes is not None:
             axes = check_axes(axes, "axes", f"modality {modality!r}")
         if self._ref_mod is None:
@@ -365,9 +395,10 @@ class ZarrDataset(torch.utils.data.IterableDataset):
             rois = list(roi)
         else:
             rois = [roi]
-        group = None if isinstance(data_group, str) and not data_group else data_group
+        what = f"modality {modality!r}"
         self._collections[modality] = reduce(
-            lambda acc, fn: acc + parse_metadata(fn, source_axes, group, axes, rois),
+            lambda acc, fn: acc + parse_metadata(
+                fn, source_axes, effective_data_group(fn, data_group, what=what), axes, rois),
             files, [])
         if transforms is not None:
             items = transforms.items() if isinstance(transforms, Mapping) else transforms
@@ -393,7 +424,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
         for inputs, funcs in self._transforms:
             for func in funcs:
                 transforms += f"\t{inputs}: {func}\n"
-        text = (f"ZarrDataset (PyTorch support:True, tqdm support :True)\n"
+        text = (f"ZarrDataset (PyTorch support:{TORCH_SUPPORT}, tqdm support :{TQDM_SUPPORT})\n"
                 f"Modalities: {','.join(self._collections.keys())}\n"
                 f"Transforms order: {transforms}\n"
                 f"Using {self._ref_mod} modality as reference.")
@@ -409,6 +440,11 @@ class ZarrDataset(torch.utils.data.IterableDataset):
 
     def _open(self, modality: str, meta: dict, index: int) -> xr.DataArray:
         name = _describe(meta["filename"])
+        if not meta["source_axes"]:
+            raise AxesError(
+                f"modality {modality!r}, image {index} ({name}) has no source_axes; pass "
+                "source_axes= naming the stored axes, one letter each (e.g. 'CYX' or 'TCZYX')"
+            )
         roi = parse_roi_arg(meta["roi"], meta["source_axes"], name)
         roi_arg = tuple(roi) if any(r != slice(0, None) for r in roi) else None
         group = meta["data_group"]
@@ -519,7 +555,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
                     sampler="blue-noise" if isinstance(sampler, BlueNoisePatchSampler) else "grid",
                     seed=seed, spatial_axes=self._grid_axes(refs),
                     allow_overlap=bool(getattr(sampler, "_allow_overlap", False)),
-                    progress=self._progress_bar)]
+                    progress=self._progress_bar and TQDM_SUPPORT)]
             tables = []
             for ref in refs:
                 dims = [d for d in ref.dims if d in SPATIAL_DIMS]
@@ -530,7 +566,8 @@ class ZarrDataset(torch.utils.data.IterableDataset):
                     )
                 tables.append(build_table(
                     [ref], patch_size={d.upper(): int(ref.sizes[d]) for d in dims},
-                    spatial_axes="".join(d.upper() for d in dims), progress=self._progress_bar))
+                    spatial_axes="".join(d.upper() for d in dims),
+                    progress=self._progress_bar and TQDM_SUPPORT))
             return tables
 
     def _initialize(self, force=False) -> None:
@@ -633,7 +670,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
         return (base + 1_000_003 * offset) % (2**31 - 1)
 
     def _dataset(self, table: PatchTable, metas: list[dict], refs: list[xr.DataArray],
-                 read: list[str]) -> tuple[_CompatPatchDataset, PatchTable]:
+                 read: list[str]) -> tuple[CompatPatchDataset, PatchTable]:
         """The PatchDataset reading ``read`` modalities of the table's images."""
         ref_mod = self._ref_mod
         dims = table.dims
@@ -664,7 +701,14 @@ class ZarrDataset(torch.utils.data.IterableDataset):
         for key, funcs in self._transforms:
             transforms.append((tuple(self._internal[m] for m in key),
                                _TransformChain(funcs, len(key))))
-        dataset = _CompatPatchDataset(
+        try:
+            from ._patch_reader import CompatPatchDataset
+        except ImportError as exc:
+            raise DatasetError(
+                f"ZarrDataset reads patches through zarrdask.PatchDataset, which needs torch "
+                f"({exc}); install torch (pip install torch)"
+            ) from exc
+        dataset = CompatPatchDataset(
             table, modalities=[self._internal[m] for m in read], transforms=transforms,
             shuffle=self._shuffle, seed=self._shuffle_seed(), chunk_buffer=1 if self._draw_same_chunk else 16,
             sources=sources)
@@ -705,7 +749,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
                 return {"weak": data.tolist()}, None, _WeakValue(data.dtype)
             base = source_entry(arr, image_id=index)
             base["name"] = name
-            recipe = arr.attrs.get("recipe")
+            recipe = recipe_of(arr)
             obj = None
             if recipe is None or recipe.location is None:
                 obj = recipe.obj if recipe is not None and recipe.obj is not None else arr.data
@@ -714,7 +758,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
         missing = [d for d in dims if d not in mdims]
         if missing:
             if obj is None:
-                recipe = arr.attrs["recipe"]
+                recipe = recipe_of(arr)
                 obj = LazyArray(recipe, [base["shape"][d] for d in mdims], base["dtype"],
                                 tuple(base["chunks"][d] for d in mdims))
             obj = _InsertAxes(obj, len(missing))
@@ -824,7 +868,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         """Yield the samples of this reader's share of the epoch."""
         self._initialize()
-        info = torch.utils.data.get_worker_info()
+        info = _worker_info()
         worker_id = int(info.id) if info is not None else int(self._worker_id)
         rank, world = self._distributed()
         epoch = self._epoch if self._epoch is not None else self._iterations
@@ -848,7 +892,7 @@ class ZarrDataset(torch.utils.data.IterableDataset):
             dataset._rank_override = (0, 1)
             yield from self._read(dataset, image_id, True, seed, epoch, worker_id)
 
-    def _read(self, dataset: _CompatPatchDataset, image_id: int | None, whole: bool, seed: int,
+    def _read(self, dataset: CompatPatchDataset, image_id: int | None, whole: bool, seed: int,
               epoch: int, worker_id: int) -> Iterator[Any]:
         dataset._worker_override = (0, 1) if whole else None
         dataset.seed = seed
@@ -899,6 +943,8 @@ def _warn_overrides(sampler: PatchSampler) -> None:
 
 
 def _seed_generators() -> None:
+    if torch is None:
+        return
     seed = torch.initial_seed()
     random.seed(seed)
     np.random.seed(seed % (2**32 - 1))  # noqa: NPY002 - zarrdataset seeds the global state
@@ -906,7 +952,7 @@ def _seed_generators() -> None:
 
 def _seeded_worker_info():
     """The DataLoader worker's info after seeding its generators; None outside workers."""
-    info = torch.utils.data.get_worker_info()
+    info = _worker_info()
     if info is not None:
         _seed_generators()
     return info

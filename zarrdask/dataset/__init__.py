@@ -1,8 +1,12 @@
 """The training side: a torch ``IterableDataset`` streaming patches from a
 coordinate table (see ``docs/dataset.md``).
 
-Modules: :mod:`~zarrdask.dataset.patch_dataset` (:class:`PatchDataset`),
-:mod:`~zarrdask.dataset.chunks` (direct chunk decoding and the chunk cache),
+Modules: :mod:`~zarrdask.dataset.patch_dataset` (:class:`PatchDataset`), its
+:mod:`~zarrdask.dataset.options` (option checks), :mod:`~zarrdask.dataset.sources`
+(table entries to sources, output order), :mod:`~zarrdask.dataset.epochs`
+(shared epoch state), :mod:`~zarrdask.dataset.reader` (the read engine),
+:mod:`~zarrdask.dataset.layout` (direct zarr decoding),
+:mod:`~zarrdask.dataset.chunks` (one stored array, the chunk cache),
 :mod:`~zarrdask.dataset.boxes` (table rows to read boxes per modality) and
 :mod:`~zarrdask.dataset.sharding` (shares per rank and worker, chunk-aware
 shuffling, resume offsets, weighted sampling).

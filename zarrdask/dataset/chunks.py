@@ -1,17 +1,11 @@
-"""Reading storage chunks: direct decoding, a byte-bounded LRU cache and a
+"""Reading storage chunks: one stored array, a byte-bounded LRU cache and a
 small thread pool.
 
 :class:`ArraySource` names one stored array and decodes one storage chunk at
-a time. For zarr v2/v3 arrays whose layout is simple enough it reads the
-array metadata (``zarr.json`` / ``.zarray``) itself, fetches the chunk's
-bytes straight from the store (a local file, or fsspec for URLs) and decodes
-them with numcodecs, bypassing zarr-python's async machinery:
-
-* zarr v3: a regular chunk grid, the ``bytes`` codec followed by any of
-  ``blosc``, ``zstd``, ``gzip``;
-* zarr v2: C order, no filters, any numcodecs compressor (or none).
-
-Anything else (sharding, transposes, checksums, filters, TIFF, in-memory
+a time. For zarr v2/v3 arrays whose layout is simple enough it decodes
+chunks directly (:mod:`zarrdask.dataset.layout`: metadata read by hand,
+bytes fetched from the store, numcodecs, crc32c checksums verified).
+Anything else (sharding, transposes, filters, TIFF, in-memory
 zarr arrays) falls back to zarr-python's own read of the chunk's region
 (``array[chunk slices]``); numpy arrays are sliced, dask arrays computed one
 chunk at a time.
@@ -24,230 +18,30 @@ read-only; patches are assembled into fresh arrays.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import product
 from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptChunkError, SourceNotFoundError, TableError
-from ..io.location import get_filesystem, protocol_of
+from ..errors import (
+    CorruptChunkError,
+    RemoteAccessError,
+    SourceNotFoundError,
+    TableError,
+    UnsupportedFormatError,
+)
+from ..io.location import protocol_of, remote_error
 from .boxes import INDEX_MODES, chunk_ranges, clip_box, index_map, pad_array
+from .layout import DirectLayout, find_array_guard, is_transport_error, read_direct_layout
 
 __all__ = ["ArraySource", "ChunkCache", "ChunkFetcher", "DirectLayout", "read_direct_layout"]
 
-_V3_BYTES_CODECS = ("blosc", "zstd", "gzip")
-_FLOAT_SPECIALS = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
-
-
-# -- direct layout ------------------------------------------------------------
-
-class DirectLayout:
-    """What is needed to fetch and decode a zarr chunk without zarr-python.
-
-    Parameters
-    ----------
-    fetch : callable
-        ``fetch(key) -> bytes or None`` (None for a chunk never written).
-    chunk_key : callable
-        Chunk index tuple to store key (relative to the array).
-    codecs : list
-        numcodecs codecs applied, in order, to decode the stored bytes.
-    dtype : numpy.dtype
-        Dtype of the decoded bytes (with the stored byte order).
-    chunks, shape : tuple of int
-        Chunk and array shape.
-    fill_value : scalar
-        Value of chunks that were never written.
-    zarr_format : int
-        2 or 3.
-    """
-
-    def __init__(self, *, fetch: Callable[[str], bytes | None], chunk_key: Callable[[tuple], str],
-                 codecs: list, dtype: np.dtype, chunks: tuple[int, ...], shape: tuple[int, ...],
-                 fill_value: Any, zarr_format: int) -> None:
-        self.fetch = fetch
-        self.chunk_key = chunk_key
-        self.codecs = codecs
-        self.dtype = dtype
-        self.chunks = chunks
-        self.shape = shape
-        self.fill_value = fill_value
-        self.zarr_format = zarr_format
-
-    def decode(self, idx: tuple[int, ...]) -> np.ndarray:
-        """Fetch and decode chunk ``idx``, trimmed to the array's extent."""
-        extent = tuple(min(c, s - i * c) for i, c, s in zip(idx, self.chunks, self.shape, strict=True))
-        raw = self.fetch(self.chunk_key(idx))
-        if raw is None:
-            return np.full(extent, self.fill_value, dtype=self.dtype.newbyteorder("="))
-        for codec in self.codecs:
-            raw = codec.decode(raw)
-        arr = np.frombuffer(raw, dtype=self.dtype)
-        if arr.size != int(np.prod(self.chunks)):
-            raise ValueError(f"decoded {arr.size} elements, expected a chunk of {self.chunks}")
-        arr = arr.reshape(self.chunks)
-        if extent != self.chunks:
-            arr = arr[tuple(slice(0, n) for n in extent)]
-        if not self.dtype.isnative:
-            arr = arr.astype(self.dtype.newbyteorder("="))
-        return arr
-
-
-def _join(base: str, *parts: str) -> str:
-    parts = tuple(p.strip("/") for p in parts if p)
-    if not parts:
-        return base
-    if protocol_of(base) == "file":
-        return os.path.join(base, *parts)
-    return "/".join((base.rstrip("/"), *parts))
-
-
-def _make_fetch(location: str, storage_options: Mapping[str, Any] | None
-                ) -> Callable[[str], bytes | None]:
-    """``fetch(key)`` for an array folder (metadata and chunks alike): the
-    key's bytes, or None when it does not exist."""
-    if protocol_of(location) == "file":
-        root = os.path.abspath(os.path.expanduser(location))
-
-        def fetch_local(key: str) -> bytes | None:
-            try:
-                with open(os.path.join(root, key), "rb") as fh:
-                    return fh.read()
-            except FileNotFoundError:
-                return None
-
-        return fetch_local
-    fs, path = get_filesystem(location, storage_options)
-    path = path.rstrip("/")
-
-    def fetch_remote(key: str) -> bytes | None:
-        try:
-            return fs.cat_file(f"{path}/{key}")
-        except FileNotFoundError:
-            return None
-
-    return fetch_remote
-
-
-def _fill(value: Any, dtype: np.dtype) -> Any | None:
-    if value is None:
-        return 0
-    if isinstance(value, str):
-        if value in _FLOAT_SPECIALS and dtype.kind == "f":
-            return _FLOAT_SPECIALS[value]
-        return None
-    if isinstance(value, bool | int | float):
-        return value
-    return None
-
-
-def _v2_chunk_key(sep: str) -> Callable[[tuple], str]:
-    """Chunk keys of zarr v2 (and of zarr v3's ``v2`` key encoding)."""
-
-    def chunk_key(idx: tuple) -> str:
-        return sep.join(map(str, idx)) if idx else "0"
-
-    return chunk_key
-
-
-def _v3_layout(meta: dict, fetch: Callable) -> DirectLayout | str:
-    if meta.get("node_type") != "array":
-        return "not an array"
-    grid = meta.get("chunk_grid") or {}
-    if grid.get("name") != "regular":
-        return f"chunk grid {grid.get('name')!r}"
-    chunks = tuple(int(c) for c in grid["configuration"]["chunk_shape"])
-    try:
-        dtype = np.dtype(str(meta.get("data_type")))
-    except TypeError:
-        return f"data type {meta.get('data_type')!r}"
-    if dtype.kind not in "biuf":
-        return f"data type {dtype}"
-    codecs = list(meta.get("codecs") or [])
-    if not codecs or codecs[0].get("name") != "bytes":
-        return f"codecs {[c.get('name') for c in codecs]}"
-    endian = (codecs[0].get("configuration") or {}).get("endian") or "little"
-    dtype = dtype.newbyteorder("<" if endian == "little" else ">") if dtype.itemsize > 1 else dtype
-    import numcodecs
-
-    decoders = []
-    for codec in codecs[1:]:
-        name = codec.get("name")
-        if name not in _V3_BYTES_CODECS:
-            return f"codec {name!r}"
-        decoders.append({"blosc": numcodecs.Blosc, "zstd": numcodecs.Zstd,
-                         "gzip": numcodecs.GZip}[name]())
-    decoders.reverse()
-    encoding = meta.get("chunk_key_encoding") or {"name": "default"}
-    sep = (encoding.get("configuration") or {}).get("separator")
-    if encoding.get("name") == "default":
-        sep = sep or "/"
-
-        def chunk_key(idx: tuple) -> str:
-            return sep.join(("c", *map(str, idx)))
-    elif encoding.get("name") == "v2":
-        chunk_key = _v2_chunk_key(sep or ".")
-    else:
-        return f"chunk key encoding {encoding.get('name')!r}"
-    fill = _fill(meta.get("fill_value"), dtype)
-    if fill is None:
-        return f"fill value {meta.get('fill_value')!r}"
-    return DirectLayout(fetch=fetch, chunk_key=chunk_key, codecs=decoders, dtype=dtype,
-                        chunks=chunks, shape=tuple(int(s) for s in meta["shape"]),
-                        fill_value=fill, zarr_format=3)
-
-
-def _v2_layout(meta: dict, fetch: Callable) -> DirectLayout | str:
-    if meta.get("order", "C") != "C":
-        return "F order"
-    if meta.get("filters"):
-        return "filters"
-    if not isinstance(meta.get("dtype"), str):
-        return "structured dtype"
-    dtype = np.dtype(meta["dtype"])
-    if dtype.kind not in "biuf":
-        return f"data type {dtype}"
-    decoders = []
-    if meta.get("compressor"):
-        import numcodecs
-
-        try:
-            decoders.append(numcodecs.get_codec(dict(meta["compressor"])))
-        except (ValueError, KeyError, TypeError):
-            return f"compressor {meta['compressor'].get('id')!r}"
-    chunk_key = _v2_chunk_key(meta.get("dimension_separator") or ".")
-    fill = _fill(meta.get("fill_value"), dtype)
-    if fill is None:
-        return f"fill value {meta.get('fill_value')!r}"
-    return DirectLayout(fetch=fetch, chunk_key=chunk_key, codecs=decoders, dtype=dtype,
-                        chunks=tuple(int(c) for c in meta["chunks"]),
-                        shape=tuple(int(s) for s in meta["shape"]), fill_value=fill, zarr_format=2)
-
-
-def read_direct_layout(location: str, key: str | None,
-                       storage_options: Mapping[str, Any] | None = None) -> DirectLayout | str:
-    """The direct layout of the zarr array at ``location``/``key``.
-
-    Returns
-    -------
-    DirectLayout or str
-        The layout, or the reason why chunks must go through zarr-python.
-    """
-    base = _join(location, key or "")
-    fetch = _make_fetch(base, storage_options)
-    raw = fetch("zarr.json")
-    if raw is not None:
-        return _v3_layout(json.loads(raw), fetch)
-    raw = fetch(".zarray")
-    if raw is not None:
-        return _v2_layout(json.loads(raw), fetch)
-    return "no zarr.json or .zarray beside the array"
+_TYPED_READ_ERRORS = (SourceNotFoundError, RemoteAccessError, CorruptChunkError,
+                      UnsupportedFormatError)
 
 
 # -- one stored array ------------------------------------------------------------
@@ -328,9 +122,24 @@ class ArraySource:
                 self._reader = self._make_reader()
 
     def _make_reader(self) -> Callable[[tuple], np.ndarray]:
+        try:
+            return self._open_reader()
+        except _TYPED_READ_ERRORS as exc:
+            raise type(exc)(f"cannot open {self.name}: {exc}") from exc
+        except Exception as exc:
+            location = getattr(self.recipe, "location", None)
+            if self.remote and is_transport_error(exc):
+                raise remote_error(location, self._options(), exc) from exc
+            raise
+
+    def _options(self) -> dict:
+        return dict(getattr(self.recipe, "storage_options", None) or {})
+
+    def _open_reader(self) -> Callable[[tuple], np.ndarray]:
         recipe = self.recipe
-        if self.obj is None and recipe is not None and recipe.reader == "zarr" \
-                and recipe.location is not None and self.direct:
+        zarr_at = (self.obj is None and recipe is not None and recipe.reader == "zarr"
+                   and recipe.location is not None)
+        if zarr_at and self.direct:
             layout = read_direct_layout(recipe.location, recipe.key, recipe.storage_options)
             if isinstance(layout, DirectLayout):
                 self._check(layout.shape, layout.chunks)
@@ -357,10 +166,18 @@ class ArraySource:
         if isinstance(array, da.Array):
             def read(idx: tuple) -> np.ndarray:
                 return np.asarray(array[self._slices(idx)].compute(scheduler="sync"))
-        else:
-            def read(idx: tuple) -> np.ndarray:
-                return np.asarray(array[self._slices(idx)])
-        return read
+            return read
+        # zarr-python reads absent chunks (and shards) as the fill value too:
+        # make sure the array is still there after each read
+        guard = find_array_guard(recipe.location, recipe.key, recipe.storage_options) \
+            if zarr_at else None
+
+        def read_checked(idx: tuple) -> np.ndarray:
+            out = np.asarray(array[self._slices(idx)])
+            if guard is not None:
+                guard.check(f"chunk {idx}")
+            return out
+        return read_checked
 
     def _check(self, shape: tuple[int, ...], chunks: tuple[int, ...] | None) -> None:
         if shape != self.shape:
@@ -387,13 +204,20 @@ class ArraySource:
         self.open()
         try:
             arr = self._reader(idx)
-        except (SourceNotFoundError, TableError, MemoryError):
+        except (TableError, MemoryError):
             raise
+        except _TYPED_READ_ERRORS as exc:
+            raise type(exc)(f"reading chunk {idx} of {self.name}: {exc}") from exc
         except Exception as exc:
+            if self.remote and is_transport_error(exc):
+                raise RemoteAccessError(
+                    f"reading chunk {idx} of {self.name}: "
+                    f"{remote_error(self.recipe.location, self._options(), exc)}"
+                ) from exc
             raise CorruptChunkError(
                 f"cannot decode chunk {idx} of {self.name}: {type(exc).__name__}: {exc}; the "
-                "stored chunk is damaged or was written with a codec that is not installed; "
-                "rewrite that chunk or install the codec"
+                "stored chunk is damaged (or fails its checksum) or was written with a codec "
+                "that is not installed; rewrite that chunk or install the codec"
             ) from exc
         if arr.flags.writeable and self.mode != "memory":
             arr.flags.writeable = False

@@ -5,13 +5,12 @@ low-resolution level, or a user mask) and one grid task per run of storage
 chunks, so one huge slide spreads across workers. Every task is pure and
 deterministic: a task lost with a worker is recomputed elsewhere and the
 table comes out the same. The integer geometry lives in
-:mod:`zarrdask.grid.geometry`; this module only wires it.
+:mod:`zarrdask.grid.geometry`, the task layout and execution in
+:mod:`zarrdask.grid.graph`; this module only wires them.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -23,8 +22,16 @@ import pandas as pd
 import xarray as xr
 
 from .._version import __version__
-from ..errors import GridParameterError, MaskError, ZarrdaskError
-from ..table import PatchTable, position_columns, read_table, source_entry
+from ..errors import GridParameterError, MaskError, TableError, ZarrdaskError
+from ..io.recipe import recipe_of
+from ..table import (
+    PatchTable,
+    absolute_location,
+    read_table,
+    rows_digest,
+    source_entry,
+)
+from ..table_files import check_writable, is_folder_table
 from .geometry import (
     GridSpec,
     chunk_ids,
@@ -33,6 +40,7 @@ from .geometry import (
     normalize_grid_params,
     window_coverage,
 )
+from .graph import assemble, run_tasks, task_boxes
 from .sources import (
     as_list,
     digest,
@@ -102,36 +110,6 @@ def _mask_numpy(mask: Any) -> np.ndarray:
 
 # -- graph construction -----------------------------------------------------
 
-def _task_boxes(roi_start: dict, roi_stop: dict, chunk_shape: dict, dims: Sequence[str],
-                chunks_per_task: int) -> list[tuple[dict, dict]]:
-    """Boxes of up to ``chunks_per_task`` chunks covering the ROI, in
-    row-major chunk order: runs along the last dim, or, when a whole row of
-    chunks is shorter than that, blocks of whole rows (so a 4096² image in
-    512² chunks is 4 tasks of 16 chunks at the default, not 8 of 8)."""
-    ranges = []
-    for d in dims:
-        c = chunk_shape[d]
-        ranges.append(range(roi_start[d] // c, (roi_stop[d] - 1) // c + 1))
-    n_last = len(ranges[-1])
-    rows = max(1, chunks_per_task // n_last) if len(dims) > 1 else 1
-    # runs of chunk indices per dim: the last dim in runs of chunks_per_task,
-    # the one before in blocks of ``rows``, the others one by one
-    runs = [[(i, i + 1) for i in r] for r in ranges]
-    runs[-1] = [(j, min(j + chunks_per_task, ranges[-1].stop))
-                for j in range(ranges[-1].start, ranges[-1].stop, chunks_per_task)]
-    if len(dims) > 1:
-        r = ranges[-2]
-        runs[-2] = [(i, min(i + rows, r.stop)) for i in range(r.start, r.stop, rows)]
-    boxes = []
-    for idx in itertools.product(*runs):
-        start, stop = {}, {}
-        for d, (i0, i1) in zip(dims, idx, strict=True):
-            start[d] = max(i0 * chunk_shape[d], roi_start[d])
-            stop[d] = min(i1 * chunk_shape[d], roi_stop[d])
-        boxes.append((start, stop))
-    return boxes
-
-
 def _resolve_mask(mask_item: Any, image: xr.DataArray, item: Any, tissue_options: Mapping) -> Any:
     if mask_item is None:
         return None
@@ -151,12 +129,13 @@ def _resolve_mask(mask_item: Any, image: xr.DataArray, item: Any, tissue_options
 
 def _full_image(image: xr.DataArray) -> xr.DataArray:
     """The whole stored array at the read level (undoing a ROI)."""
-    recipe = image.attrs.get("recipe")
-    if not image.attrs.get("roi") or recipe is None:
-        return image
-    from ..io import open_image
+    from ..io import open_facts, open_image
 
-    kwargs = dict(image.attrs.get("open_kwargs") or {})
+    facts = open_facts(image)
+    recipe = facts.get("recipe")
+    if not facts.get("roi") or recipe is None:
+        return image
+    kwargs = dict(facts.get("open_kwargs") or {})
     kwargs.pop("roi", None)
     kwargs["level"] = image.attrs.get("level")
     source = recipe.location if recipe.location is not None else recipe.obj
@@ -229,8 +208,12 @@ def build_table(
         What to do with an image that cannot be opened: raise (naming it) or
         skip it and report it in ``table.meta["skipped"]``.
     cache : path, optional
-        A Parquet path: returned without recomputing when its hash matches
-        the inputs and parameters; (re)built and written there otherwise.
+        A Parquet path: the table stored there is returned without
+        recomputing when it was built from the same inputs and parameters
+        and its rows are those the build produced (not a filtered copy);
+        otherwise the table is built and written there (an unreadable or
+        filtered table there is replaced, with a :class:`GridWarning`). The
+        location is checked for writing before any work.
     chunks_per_task : int
         Storage chunks per grid task.
 
@@ -242,12 +225,15 @@ def build_table(
         raise GridParameterError(f"sampler={sampler!r} is unknown; use 'grid' or 'blue-noise'")
     if on_error not in ("raise", "skip"):
         raise GridParameterError(f"on_error={on_error!r} is unknown; use 'raise' or 'skip'")
-    items = as_list(images)
+    items = [_absolute_item(item) for item in as_list(images)]
     if not items:
         raise GridParameterError("images is empty; pass at least one image source")
-    mask_items = per_image(masks, len(items), "masks")
-    label_items = per_image(labels, len(items), "labels")
+    mask_items = [m if isinstance(m, str) and m == "tissue" else _absolute_item(m)
+                  for m in per_image(masks, len(items), "masks")]
+    label_items = [_absolute_item(m) for m in per_image(labels, len(items), "labels")]
     seed = 0 if seed is None else int(seed)
+    if cache is not None:
+        cache = os.fspath(cache)
 
     opened: list[tuple[int, Any, xr.DataArray]] = []
     skipped: list[dict[str, str]] = []
@@ -298,10 +284,11 @@ def build_table(
     table_hash = digest({"params": params, "images": prints, "masks": [
         _mask_token(m) for m in (mask_items[i] for i, _, _ in opened)], "labels": label_entries,
         "version": __version__})
-    if cache is not None and os.path.exists(cache):
-        cached = read_table(cache)
-        if cached.hash == table_hash:
+    if cache is not None:
+        cached = _cached_table(cache, table_hash)
+        if cached is not None:
             return cached
+        check_writable(cache)  # before any work, naming the target
 
     # -- the graph --
     tasks = []
@@ -338,7 +325,7 @@ def build_table(
                 dask_key_name=f"bluenoise-{table_hash[:16]}-{image_id}")
         spec_dict = spec.to_dict()
         for n, (box_start, box_stop) in enumerate(
-                _task_boxes(roi_start, roi_stop, chunk_shape, dims, max(1, chunks_per_task))):
+                task_boxes(roi_start, roi_stop, chunk_shape, dims, max(1, chunks_per_task))):
             tasks.append(dask.delayed(_grid_task, pure=True)(
                 box_start, box_stop, roi_start=roi_start, roi_shape=roi_shape,
                 full_shape=full_shape, chunk_shape=chunk_shape, spec=spec_dict, geo=geo,
@@ -346,8 +333,8 @@ def build_table(
                 candidates=candidates, image_id=image_id,
                 dask_key_name=f"grid-{table_hash[:16]}-{image_id}-{n}"))
 
-    parts = _compute(tasks, client=client, progress=progress)
-    frame = _assemble(parts, grid.dims)
+    parts = run_tasks(tasks, client=client, progress=progress)
+    frame = assemble(parts, grid.dims)
     counts = frame.groupby("image_id").size() if len(frame) else pd.Series(dtype=int)
     for image_id, (index, item, _image) in enumerate(opened):
         if counts.get(image_id, 0) == 0 and mask_items[index] is not None:
@@ -362,15 +349,53 @@ def build_table(
         "images": entries,
         "modalities": {"images": entries, "labels": label_entries, "masks": mask_desc},
         "skipped": skipped,
-        "hash": table_hash,
+        "inputs_hash": table_hash,
+        "built_rows_hash": rows_digest(frame),
     }
-    sources = [None if (image.attrs.get("recipe") is not None
-                        and image.attrs["recipe"].location is not None) else image
+    sources = [None if getattr(recipe_of(image), "location", None) is not None else image
                for _, _, image in opened]
     table = PatchTable(frame, meta, sources=sources)
     if cache is not None:
         table.to_parquet(cache)
     return table
+
+
+def _absolute_item(item: Any) -> Any:
+    """An image/mask/label item whose local path is absolute, so that dask
+    workers and later readers in another working directory find it."""
+    if isinstance(item, str | os.PathLike):
+        return absolute_location(item)
+    if isinstance(item, Mapping):
+        out = dict(item)
+        for key in ("source", "filename"):
+            if isinstance(out.get(key), str | os.PathLike):
+                out[key] = absolute_location(out[key])
+        return out
+    return item
+
+
+def _cached_table(cache: str, table_hash: str) -> PatchTable | None:
+    """The table stored at ``cache`` when it is the one these inputs build,
+    else None (after a warning when the file is unreadable or was filtered)."""
+    if not os.path.lexists(cache):
+        return None
+    try:
+        cached = read_table(cache)
+    except TableError as exc:
+        if os.path.isdir(cache) and not is_folder_table(cache):
+            raise  # never overwrite a folder that holds something else
+        warnings.warn(f"cache={cache} could not be read; rebuilding it. The error: {exc}",
+                      GridWarning, stacklevel=3)
+        return None
+    if cached.meta.get("inputs_hash") != table_hash or "built_rows_hash" not in cached.meta:
+        return None  # other inputs or parameters, or an older zarrdask: rebuild, as documented
+    if not cached.is_as_built:
+        warnings.warn(
+            f"cache={cache} holds a table derived from this build ({len(cached)} rows: filtered "
+            "or edited after build_table); rebuilding the full table and overwriting it. Write "
+            "filtered tables to another path", GridWarning, stacklevel=3)
+        return None
+    return cached
 
 
 def _tissue_params(options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -424,7 +449,7 @@ def _describe(mask_item: Any) -> Any:
     if isinstance(mask_item, str):
         return mask_item if mask_item == "tissue" else {"source": mask_item}
     if isinstance(mask_item, xr.DataArray):
-        recipe = mask_item.attrs.get("recipe")
+        recipe = recipe_of(mask_item)
         return {"source": recipe.public() if recipe is not None else "<in-memory>"}
     if callable(mask_item):
         return {"callable": getattr(mask_item, "__qualname__", repr(mask_item))}
@@ -437,7 +462,7 @@ def _mask_token(mask_item: Any) -> Any:
     if mask_item is None or isinstance(mask_item, str):
         return mask_item
     if isinstance(mask_item, xr.DataArray):
-        return fingerprint(mask_item) if mask_item.attrs.get("recipe") else tokenize(mask_item.data)
+        return fingerprint(mask_item) if recipe_of(mask_item) else tokenize(mask_item.data)
     return tokenize(mask_item)
 
 
@@ -477,56 +502,3 @@ def _label_entry(label_item: Any, image: xr.DataArray, *, index: int = 0,
     return entry
 
 
-def _compute(tasks: list, *, client: Any, progress: bool) -> list[dict]:
-    if not tasks:
-        return []
-    if client is not None:
-        futures = client.compute(tasks)
-        if progress:
-            from distributed import as_completed
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(futures), desc="grid", unit="task")
-            for _ in as_completed(futures):
-                bar.update()
-            bar.close()
-        return client.gather(futures)
-    if progress:
-        from dask.callbacks import Callback
-        from tqdm.auto import tqdm
-
-        class _Bar(Callback):
-            def _start_state(self, dsk, state):
-                self.bar = tqdm(total=sum(len(state[k]) for k in ("ready", "waiting", "running")),
-                                desc="grid", unit="task")
-
-            def _posttask(self, key, result, dsk, state, worker_id):
-                self.bar.update()
-
-            def _finish(self, dsk, state, errored):
-                self.bar.close()
-
-        with _Bar():
-            return list(dask.compute(*tasks, scheduler="threads"))
-    return list(dask.compute(*tasks, scheduler="threads"))
-
-
-def _assemble(parts: list[dict], dims: Sequence[str]) -> pd.DataFrame:
-    positions = position_columns(dims)
-    cols = ["image_id", *positions, "chunk_id", "coverage"]
-    if not parts:
-        return pd.DataFrame({c: np.array([], dtype=np.int64) for c in cols})
-    data = {c: np.concatenate([p[c] for p in parts]) for c in cols}
-    order = np.lexsort([data[c] for c in reversed(["image_id", "chunk_id", *positions])])
-    return pd.DataFrame({c: data[c][order] for c in cols})
-
-
-def expected_tasks(shape: Mapping[str, int], chunks: Mapping[str, int], chunks_per_task: int) -> int:
-    """Number of grid tasks for one image (for progress estimates and tests)."""
-    dims = list(shape)
-    grid = [math.ceil(shape[d] / chunks[d]) for d in dims]
-    n = math.ceil(grid[-1] / chunks_per_task)
-    if len(dims) > 1:
-        rows = max(1, chunks_per_task // grid[-1])
-        n *= math.ceil(grid[-2] / rows) * math.prod(grid[:-2])
-    return n

@@ -17,6 +17,7 @@ import xarray as xr
 from ..errors import GridParameterError
 from ..io import open_image
 from ..io.location import get_filesystem, protocol_of
+from ..io.recipe import open_facts, recipe_of
 
 __all__ = ["as_list", "open_item", "item_name", "fingerprint"]
 
@@ -94,8 +95,8 @@ def fingerprint(arr: xr.DataArray) -> list:
     """
     from dask.base import tokenize
 
-    recipe = arr.attrs.get("recipe")
-    base = [list(arr.dims), list(arr.shape), str(arr.dtype), arr.attrs.get("roi")]
+    recipe = recipe_of(arr)
+    base = [list(arr.dims), list(arr.shape), str(arr.dtype), open_facts(arr).get("roi")]
     if recipe is None or recipe.location is None:
         return [*base, tokenize(arr.data)]
     location = recipe.location

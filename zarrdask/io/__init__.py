@@ -2,8 +2,8 @@
 
 from .api import discover, open_image, open_pyramid
 from .location import connect_s3
-from .recipe import ArrayRecipe, LazyArray
-from .zarr_reader import isconsolidated
+from .recipe import ArrayRecipe, LazyArray, open_facts, recipe_of
+from .zarr_metadata import isconsolidated
 
 __all__ = [
     "open_image",
@@ -11,6 +11,8 @@ __all__ = [
     "discover",
     "ArrayRecipe",
     "LazyArray",
+    "recipe_of",
+    "open_facts",
     "connect_s3",
     "isconsolidated",
 ]

@@ -12,12 +12,18 @@ import xarray as xr
 import zarr
 
 from ..axes import SPATIAL_DIMS, dims_from_axes
-from ..errors import AxesError, DataGroupError, SourceNotFoundError, UnsupportedFormatError
+from ..errors import (
+    AxesError,
+    DataGroupError,
+    OptionError,
+    SourceNotFoundError,
+    UnsupportedFormatError,
+)
 from ..roi import roi_to_selection
 from .levels import Level, SourceLevels
-from .location import get_filesystem, protocol_of, remote_error
+from .location import check_storage_options, get_filesystem, protocol_of, remote_error
 from .pil_reader import discover_pil, pil_extensions
-from .recipe import ArrayRecipe, LazyArray
+from .recipe import ArrayRecipe, LazyArray, open_facts, remember_opened
 from .tiff_reader import TIFF_EXTENSIONS, discover_tiff, is_tiff_magic
 from .zarr_reader import discover_zarr, looks_like_zarr
 
@@ -68,6 +74,7 @@ def discover(source: Source, *, data_group: str | int | None = None,
     """
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
+    storage_options = check_storage_options(storage_options, source=source)
     if isinstance(source, zarr.Array | zarr.Group) or _is_zarr_store(source):
         return discover_zarr(source, data_group=data_group, storage_options=storage_options)
     if isinstance(source, np.ndarray | da.Array):
@@ -179,6 +186,37 @@ def _coords(level: Level, dims: tuple[str, ...]) -> dict[str, Any]:
     return coords
 
 
+def _check_chunks(chunks: Any, dims: tuple[str, ...], shape: tuple[int, ...], dtype: Any,
+                  display: str, storage: tuple[int, ...] | None = None) -> Any:
+    """``chunks`` normalised by dask (a dict by dim name keeps the storage
+    chunks on the dims it leaves out), or an :class:`OptionError` naming what
+    to pass."""
+    if chunks is None:
+        return None
+    fix = ("pass an int, 'auto', a byte size such as '64MiB', a tuple with one entry per "
+           f"dim {dims}, or a dict by dim name such as {{'y': 512, 'x': 512}}")
+    given = chunks
+    if isinstance(chunks, Mapping):
+        unknown = [k for k in chunks if k not in dims and not (
+            isinstance(k, int) and not isinstance(k, bool) and 0 <= k < len(dims))]
+        if unknown:
+            raise OptionError(
+                f"chunks={given!r} for {display} names {unknown!r}, which are not dims of "
+                f"the image {dims}; {fix}"
+            )
+        given_axes = {dims.index(k) if isinstance(k, str) else k: v for k, v in chunks.items()}
+        chunks = tuple(given_axes.get(i, storage[i] if storage else -1) for i in range(len(dims)))
+    if isinstance(chunks, bool):
+        raise OptionError(f"chunks={given!r} for {display}; {fix}")
+    try:
+        return da.core.normalize_chunks(chunks, shape, dtype=np.dtype(dtype))
+    except Exception as exc:  # dask raises ValueError, TypeError, ZeroDivisionError...
+        raise OptionError(
+            f"chunks={given!r} for {display} (dims {dims}, shape {tuple(shape)}) cannot be "
+            f"used: {exc}; {fix}"
+        ) from exc
+
+
 def _as_dask(level: Level, name: str, chunks: Any) -> da.Array:
     obj = level.recipe.obj
     if isinstance(obj, da.Array):
@@ -214,55 +252,69 @@ def _level_dataarray(src: SourceLevels, index: int, *, axes, roi, chunks, open_k
     level = src.levels[index]
     dims = _resolve_dims(level, axes, src.display)
     name = f"zarrdask-{level.recipe.token()}-{index}-{chunks}"
+    chunks = _check_chunks(chunks, dims, level.shape, level.dtype, src.display, level.chunks)
     data = _as_dask(level, name, chunks)
-    arr = xr.DataArray(
-        data,
-        dims=dims,
-        coords=_coords(level, dims),
-        name="image",
-        attrs={
-            "source": src.display,
-            "reader": src.reader,
-            "data_group": level.name or None,
-            "level": index,
-            "levels": len(src.levels),
-            "scale": {d: float(level.scale.get(d, 1.0)) for d in dims if d in SPATIAL_DIMS},
-            "units": {d: level.units.get(d, "pixel") for d in dims if d in SPATIAL_DIMS},
-            "recipe": level.recipe,
-            "open_kwargs": open_kwargs,
-            "full_shape": dict(zip(dims, level.shape, strict=True)),
-            "storage_chunks": dict(zip(dims, level.chunks or data.chunksize, strict=True)),
-            "level0": _level0_geometry(src, dims),
-        },
-    )
+    spatial = [d for d in dims if d in SPATIAL_DIMS]
+    attrs: dict[str, Any] = {"source": src.display, "reader": src.reader}
+    if level.name:
+        attrs["data_group"] = level.name
+    attrs.update({"level": index, "levels": len(src.levels)})
+    arr = xr.DataArray(data, dims=dims, coords=_coords(level, dims), name="image", attrs=attrs)
+    facts: dict[str, Any] = {
+        "open_kwargs": open_kwargs,
+        "full_shape": dict(zip(dims, level.shape, strict=True)),
+        "storage_chunks": dict(zip(dims, level.chunks or data.chunksize, strict=True)),
+        "level0": _level0_geometry(src, dims),
+        "scale": {d: float(level.scale.get(d, 1.0)) for d in spatial},
+        "units": {d: level.units.get(d, "pixel") for d in spatial},
+    }
     selection = roi_to_selection(roi, dims, level.shape, source=src.display)
     if selection:
         arr = arr.isel(selection)
-        arr.attrs["roi"] = {d: [s.start, s.stop] for d, s in selection.items()}
-    return arr
+        facts["roi"] = {d: [s.start, s.stop] for d, s in selection.items()}
+    return remember_opened(arr, level.recipe, **facts)
 
 
-def _from_xarray(obj: xr.DataArray, axes, roi) -> xr.DataArray:
+def _from_xarray(obj: xr.DataArray, axes, roi, chunks: Any = None) -> xr.DataArray:
     arr = obj if isinstance(obj.data, da.Array) else obj.chunk()
     if axes is not None:
         dims = dims_from_axes(axes, obj.ndim, source="the DataArray")
         arr = arr.rename(dict(zip(obj.dims, dims, strict=True)))
     else:
         arr = arr.rename({d: str(d).lower() for d in obj.dims if str(d) != str(d).lower()})
+    if chunks is not None:
+        dims = tuple(map(str, arr.dims))
+        normalised = _check_chunks(chunks, dims, arr.shape, arr.dtype, "the DataArray",
+                                   tuple(c[0] for c in arr.chunks))
+        arr = arr.chunk(dict(zip(dims, normalised, strict=True)))
     selection = roi_to_selection(roi, tuple(map(str, arr.dims)), arr.shape, source="the DataArray")
     return arr.isel(selection) if selection else arr
 
 
 def _check_level(src: SourceLevels, level: int | None) -> int:
+    """The index of ``level`` in ``src``: an int from 0 (finest) to n - 1.
+
+    Negative levels are refused rather than counted from the end: one
+    ``level=`` is applied to every slide of a table, and slides with pyramids
+    of different depths would silently be read at different resolutions.
+    """
     if level is None:
         return src.default
     n = len(src.levels)
-    if not -n <= int(level) < n:
+    if isinstance(level, bool) or not isinstance(level, int | np.integer):
+        raise OptionError(
+            f"level={level!r} (a {type(level).__name__}) for {src.display}: pass an int "
+            f"from 0 (finest) to {n - 1}"
+        )
+    if not 0 <= int(level) < n:
+        names = ", ".join(lv.name or str(i) for i, lv in enumerate(src.levels))
+        extra = (f"; levels are not counted from the end: pass level={n - 1} for the "
+                 "coarsest" if level < 0 else "")
         raise DataGroupError(
             f"level={level} asked for, but {src.display} has {n} level(s) "
-            f"({', '.join(lv.name or str(i) for i, lv in enumerate(src.levels))}); pass 0..{n - 1}"
+            f"({names}); pass 0..{n - 1}{extra}"
         )
-    return int(level) % n
+    return int(level)
 
 
 def open_image(
@@ -295,27 +347,32 @@ def open_image(
         (``"(start,...):(length,...)"``; a length of -1 means to the end), or
         ``{dim: slice}``.
     level : int, optional
-        Pyramid level (0 is the finest); overrides the level implied by
-        ``data_group``.
+        Pyramid level, from 0 (the finest) to ``levels - 1``; overrides the
+        level implied by ``data_group``. Negative levels are an error (not
+        counted from the end).
     storage_options : mapping, optional
         fsspec options for URLs (``endpoint_url``, ``anon``, credentials).
-    chunks : optional
-        Dask chunks; default: the storage chunks (or shards).
+    chunks : int, str, tuple or dict, optional
+        Dask chunks (anything ``dask.array`` takes, or a dict by dim name such
+        as ``{"y": 512, "x": 512}``); default: the storage chunks (or shards).
 
     Returns
     -------
     xarray.DataArray
         Named dims (``t, c, z, y, x``; other letters lower-case), physical
-        coordinates on spatial dims, and attrs ``source``, ``level``,
-        ``scale``, ``units`` and ``recipe`` (how to reopen it).
+        coordinates on spatial dims (each with attrs ``units`` and
+        ``scale``), and attrs ``source``, ``reader``, ``data_group``,
+        ``level`` and ``levels`` (strings and ints only: the array writes
+        with ``to_zarr`` / ``to_netcdf``). How to reopen it:
+        :func:`zarrdask.io.recipe.recipe_of`.
 
     Raises
     ------
     SourceNotFoundError, UnsupportedFormatError, AxesError, DataGroupError,
-    RoiError, RemoteAccessError
+    RoiError, RemoteAccessError, OptionError
     """
     if isinstance(source, xr.DataArray):
-        return _from_xarray(source, axes, roi)
+        return _from_xarray(source, axes, roi, chunks)
     src = discover(source, data_group=data_group, storage_options=storage_options)
     index = _check_level(src, level)
     open_kwargs = {"axes": axes, "data_group": data_group, "roi": roi, "level": level}
@@ -356,7 +413,7 @@ def open_pyramid(
         node names finest first.
     """
     if isinstance(source, xr.DataArray):
-        arr = _from_xarray(source, axes, roi)
+        arr = _from_xarray(source, axes, roi, chunks)
         return xr.DataTree.from_dict({"0": xr.Dataset({"image": arr})}, name="pyramid")
     src = discover(source, data_group=data_group, storage_options=storage_options)
     base = src.levels[0]
@@ -368,7 +425,11 @@ def open_pyramid(
         arr = _level_dataarray(src, i, axes=axes, roi=None, chunks=chunks,
                                open_kwargs={"axes": axes, "data_group": data_group, "level": i})
         if roi_sel:
-            arr = arr.isel(_scaled_roi(roi_sel, base, lvl, base_dims))
+            selection = _scaled_roi(roi_sel, base, lvl, base_dims)
+            facts = open_facts(arr)
+            arr = arr.isel(selection)
+            facts["roi"] = {d: [s.start, s.stop] for d, s in selection.items()}
+            arr = remember_opened(arr, facts.pop("recipe"), **facts)
         node = (lvl.name.rpartition("/")[2] or str(i)).replace("/", "_")
         if node in nodes:
             node = str(i)

@@ -9,13 +9,14 @@ decides what is secret.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from ..errors import RemoteAccessError, SourceNotFoundError
+from ..errors import OptionError, RemoteAccessError, SourceNotFoundError, ZarrdaskError
 
 __all__ = [
     "is_remote",
@@ -25,17 +26,23 @@ __all__ = [
     "remote_error",
     "connect_s3",
     "endpoint_of",
+    "check_storage_options",
+    "remote_storage_options",
+    "means_missing",
     "DEFAULT_S3_TIMEOUTS",
     "S3FS_RETRIES",
 ]
 
 _SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
 
-#: Connection settings that make an unreachable endpoint fail within seconds.
+#: Connection settings that make an unreachable or silent endpoint fail
+#: within seconds: botocore's ``config_kwargs`` (connect and socket-read
+#: timeouts in seconds, 3 attempts in all with botocore's standard backoff).
+#: The read timeout bounds each wait for bytes, not a whole transfer.
 DEFAULT_S3_TIMEOUTS: dict[str, Any] = {
     "connect_timeout": 3,
-    "read_timeout": 20,
-    "retries": {"max_attempts": 2, "mode": "standard"},
+    "read_timeout": 5,
+    "retries": {"total_max_attempts": 3, "mode": "standard"},
 }
 
 #: How many times s3fs itself tries a call (its default is 5). s3fs nests its
@@ -46,6 +53,49 @@ DEFAULT_S3_TIMEOUTS: dict[str, Any] = {
 #: never answers takes minutes to fail. Raise it (or pass
 #: ``config_kwargs={"retries": {...}}``) for flaky networks.
 S3FS_RETRIES = 1
+
+
+def check_storage_options(storage_options: object, *, source: object = None
+                          ) -> dict[str, Any]:
+    """``storage_options`` as a dict, or an :class:`OptionError` saying what
+    to pass.
+
+    Parameters
+    ----------
+    storage_options : mapping or None
+        fsspec options given by the caller.
+    source : object, optional
+        The source they are for (named in the message).
+
+    Returns
+    -------
+    dict
+        A copy (empty for None).
+
+    Raises
+    ------
+    OptionError
+        Anything but None or a mapping with string keys (e.g. the string
+        ``"anon"``, a JSON text, a list of pairs).
+    """
+    if storage_options is None:
+        return {}
+    where = f" for {source}" if isinstance(source, str | os.PathLike) else ""
+    if not isinstance(storage_options, Mapping):
+        hint = (f"{{{storage_options!r}: True}}" if isinstance(storage_options, str)
+                and storage_options.isidentifier() else "{'anon': True}")
+        raise OptionError(
+            f"storage_options{where} must be a dict of fsspec options, got the "
+            f"{type(storage_options).__name__} {storage_options!r}; pass e.g. "
+            f"storage_options={hint}"
+        )
+    bad = [k for k in storage_options if not isinstance(k, str)]
+    if bad:
+        raise OptionError(
+            f"storage_options{where} has non-string keys {bad!r}; fsspec options are "
+            "keyword arguments: pass e.g. {'anon': True, 'endpoint_url': 'http://host:9000'}"
+        )
+    return dict(storage_options)
 
 
 def protocol_of(location: str) -> str:
@@ -91,8 +141,9 @@ def _with_s3_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
     endpoint = opts.pop("endpoint", None)
     if endpoint is not None:
         opts.setdefault("endpoint_url", endpoint)
-    config = dict(DEFAULT_S3_TIMEOUTS)
-    config.update(opts.get("config_kwargs") or {})
+    # deep copies: botocore rewrites the ``retries`` dict it is given
+    config = copy.deepcopy(DEFAULT_S3_TIMEOUTS)
+    config.update(copy.deepcopy(dict(opts.get("config_kwargs") or {})))
     opts["config_kwargs"] = config
     opts.setdefault("skip_instance_cache", False)
     return opts
@@ -123,13 +174,9 @@ def get_filesystem(location: str, storage_options: Mapping[str, Any] | None = No
     import fsspec
 
     protocol = protocol_of(location)
+    options = remote_storage_options(location, storage_options)
     if protocol == "file":
         return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(location))
-    options = dict(storage_options or {})
-    if protocol in ("s3", "s3a"):
-        options = _with_s3_defaults(options)
-    elif protocol in ("http", "https"):
-        options = _with_http_defaults(options)
     if asynchronous:
         try:
             if fsspec.get_filesystem_class(protocol).async_impl:
@@ -150,22 +197,73 @@ def _bound_s3fs_retries(fs: Any) -> None:
 
 
 def _with_http_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
-    """HTTP options: no link scraping of index pages, bounded connect time."""
+    """HTTP options: no link scraping of index pages, bounded connect and
+    read times (``client_kwargs["timeout"]``: an ``aiohttp.ClientTimeout`` or
+    a dict of its fields, e.g. ``{"sock_read": 30}``)."""
+    import aiohttp
+
     opts = dict(options)
     # zarr never needs directory listings over HTTP; plain servers answer
     # them with HTML pages whose links fsspec would otherwise follow.
     opts.setdefault("simple_links", False)
-    if "timeout" not in (opts.get("client_kwargs") or {}):
-        import aiohttp
-
-        client = dict(opts.get("client_kwargs") or {})
-        client["timeout"] = aiohttp.ClientTimeout(
-            total=None,
-            connect=DEFAULT_S3_TIMEOUTS["connect_timeout"],
-            sock_read=DEFAULT_S3_TIMEOUTS["read_timeout"],
-        )
-        opts["client_kwargs"] = client
+    client = dict(opts.get("client_kwargs") or {})
+    timeout = client.get("timeout")
+    if not isinstance(timeout, aiohttp.ClientTimeout):
+        fields = {"total": None, "connect": DEFAULT_S3_TIMEOUTS["connect_timeout"],
+                  "sock_read": DEFAULT_S3_TIMEOUTS["read_timeout"]}
+        if isinstance(timeout, Mapping):
+            unknown = sorted(set(map(str, timeout)) - {"total", "connect", "sock_read",
+                                                       "sock_connect", "ceil_threshold"})
+            if unknown:
+                raise OptionError(
+                    f"storage_options client_kwargs['timeout'] has unknown fields {unknown}; "
+                    "pass aiohttp.ClientTimeout fields: total, connect, sock_connect, sock_read"
+                )
+            fields.update(timeout)
+        elif timeout is not None:
+            raise OptionError(
+                f"storage_options client_kwargs['timeout']={timeout!r}: pass an "
+                "aiohttp.ClientTimeout or a dict of its fields, e.g. {'sock_read': 30}"
+            )
+        client["timeout"] = aiohttp.ClientTimeout(**fields)
+    opts["client_kwargs"] = client
     return opts
+
+
+def remote_storage_options(location: str, storage_options: Mapping[str, Any] | None = None
+                           ) -> dict[str, Any]:
+    """The fsspec options zarrdask uses for ``location``: the caller's,
+    completed with bounded timeouts and retries.
+
+    Parameters
+    ----------
+    location : str
+        Local path or URL.
+    storage_options : mapping, optional
+        The caller's options; theirs win over every default.
+
+    Returns
+    -------
+    dict
+        For ``s3://``: ``config_kwargs`` with ``connect_timeout`` 3 s,
+        ``read_timeout`` 5 s and ``retries={"max_attempts": 2}`` unless given
+        (``endpoint`` becomes ``endpoint_url``). For ``http(s)://``:
+        ``client_kwargs["timeout"]`` (connect 3 s, socket read 5 s) and
+        ``simple_links=False``. Other locations: the options unchanged.
+
+    Raises
+    ------
+    OptionError
+        ``storage_options`` that is not a mapping, or a malformed HTTP
+        timeout.
+    """
+    options = check_storage_options(storage_options, source=location)
+    protocol = protocol_of(location)
+    if protocol in ("s3", "s3a"):
+        return _with_s3_defaults(options)
+    if protocol in ("http", "https"):
+        return _with_http_defaults(options)
+    return options
 
 
 def endpoint_of(location: str, storage_options: Mapping[str, Any] | None = None) -> str:
@@ -221,7 +319,7 @@ def _secret_values(options: Mapping[str, Any] | None) -> list[str]:
 
 
 def remote_error(location: str, storage_options: Mapping[str, Any] | None, exc: BaseException
-                 ) -> SourceNotFoundError | RemoteAccessError:
+                 ) -> ZarrdaskError:
     """Translate a filesystem exception into a zarrdask error.
 
     Parameters
@@ -237,12 +335,19 @@ def remote_error(location: str, storage_options: Mapping[str, Any] | None, exc: 
     -------
     SourceNotFoundError or RemoteAccessError
         An error whose message names the location, the endpoint and the fix,
-        and never holds a secret of ``storage_options``.
+        and never holds a secret of ``storage_options`` (``exc`` itself when
+        it is already a zarrdask error). A ``FileNotFoundError`` caused by a
+        timeout or a garbled answer (fsspec's HTTP probes) is a
+        ``RemoteAccessError``, not "does not exist".
     """
-    if isinstance(exc, SourceNotFoundError | RemoteAccessError):
+    if isinstance(exc, ZarrdaskError):  # already typed (e.g. a malformed option)
         return exc
     where = f"{_scrub(location, storage_options)} (endpoint {endpoint_of(location, storage_options)})"
     s3 = protocol_of(location) in ("s3", "s3a")
+    if isinstance(exc, FileNotFoundError) and _hidden_failure(exc) is not None:
+        # fsspec's HTTP filesystem reports any failure of its HEAD and GET
+        # probes (timeouts, refused or garbled answers) as "not found"
+        exc = _hidden_failure(exc)
     if isinstance(exc, FileNotFoundError):
         fix = ("check the bucket/key spelling, or pass the right 'storage_options' "
                "(endpoint_url of the S3 server, anon=True for public data)" if s3 else
@@ -259,6 +364,35 @@ def remote_error(location: str, storage_options: Mapping[str, Any] | None, exc: 
            "the right endpoint_url and credentials (anon=True for public buckets)" if s3 else
            "check the host and port of the URL and that the server is up and reachable")
     return RemoteAccessError(f"cannot reach {where}: {detail}; {fix}")
+
+
+def means_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` really says "no such object" (a missing zarr chunk is
+    then its fill value), rather than a failure that fsspec's HTTP
+    filesystem reports as ``FileNotFoundError`` (a timeout, a refused or
+    garbled answer, a 5xx status).
+
+    Use it where a fetch maps "not found" to something legitimate::
+
+        try:
+            return fs.cat_file(path)
+        except Exception as exc:
+            if means_missing(exc):
+                return None
+            raise remote_error(location, storage_options, exc) from exc
+    """
+    return isinstance(exc, FileNotFoundError) and _hidden_failure(exc) is None
+
+
+def _hidden_failure(exc: FileNotFoundError) -> BaseException | None:
+    """The access failure behind a ``FileNotFoundError`` that does not mean
+    "not found" (None when it does: no cause, or an HTTP 404/410)."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, FileNotFoundError):
+        return None
+    if getattr(cause, "status", None) in (404, 410):
+        return None
+    return cause
 
 
 def _is_denied(exc: BaseException) -> bool:

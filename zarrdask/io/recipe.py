@@ -20,7 +20,16 @@ import numpy as np
 from ..errors import CorruptChunkError
 from .location import is_remote, redact_options, remote_error
 
-__all__ = ["ArrayRecipe", "LazyArray", "open_cached", "clear_open_cache"]
+__all__ = ["ArrayRecipe", "LazyArray", "open_cached", "clear_open_cache", "recipe_of",
+           "open_facts", "remember_opened", "OPENED_KEY"]
+
+#: Key of ``DataArray.encoding`` under which :func:`zarrdask.open_image` keeps
+#: what it opened (the recipe and facts about the stored array). Not in
+#: ``attrs``: attrs must stay writable by xarray's own writers (``to_zarr``,
+#: ``to_netcdf``), must never carry storage secrets to disk, and propagate
+#: into derived arrays that the recipe no longer describes. xarray drops
+#: unknown encoding keys when writing.
+OPENED_KEY = "zarrdask_opened"
 
 
 @dataclass(frozen=True, eq=False)
@@ -260,13 +269,107 @@ class LazyArray:
         except (IndexError, KeyError, TypeError, MemoryError):
             raise
         except Exception as exc:  # codec failures come in many types
+            names = _chunk_names(array, key if isinstance(key, tuple) else (key,), self.chunks)
             if _is_access_failure(exc) and is_remote(self.recipe.location):
-                raise remote_error(self.recipe.location, self.recipe.storage_options, exc) from exc
-            if not isinstance(key, tuple):
-                key = (key,)
-            names = _chunk_names(array, key, self.chunks)
+                error = remote_error(self.recipe.location, self.recipe.storage_options, exc)
+                raise type(error)(
+                    f"reading chunk {names} of {self.recipe.display}: {error}"
+                ) from exc
             raise CorruptChunkError(
                 f"cannot decode chunk {names} of {self.recipe.display}: "
                 f"{type(exc).__name__}: {exc}; the stored chunk is damaged or was written "
                 "with a codec that is not installed; rewrite that chunk or install the codec"
             ) from exc
+
+
+def remember_opened(arr: Any, recipe: ArrayRecipe, **facts: Any) -> Any:
+    """Record on ``arr`` (a dask-backed DataArray) that it is ``recipe``'s
+    array as opened, with ``facts`` (``open_kwargs``, ``full_shape``,
+    ``storage_chunks``, ``level0``, ``roi``, ``scale``, ``units``).
+
+    The record names the dask array, shape and dims of ``arr``: it describes
+    ``arr`` only while those are unchanged (see :func:`recipe_of`). Returns
+    ``arr``.
+    """
+    record = {
+        "recipe": recipe,
+        "name": getattr(arr.data, "name", None),
+        "shape": tuple(int(n) for n in arr.shape),
+        "dims": tuple(str(d) for d in arr.dims),
+        "facts": dict(facts),
+    }
+    # a new dict: xarray may share the encoding dict with the array sliced from
+    arr.encoding = {**arr.encoding, OPENED_KEY: record}
+    return arr
+
+
+def _record(arr: Any, *, derived: bool = False) -> dict | None:
+    """The open record of ``arr`` when it still describes it."""
+    encoding = getattr(arr, "encoding", None)
+    record = encoding.get(OPENED_KEY) if isinstance(encoding, Mapping) else None
+    if not isinstance(record, Mapping) or record.get("name") is None:
+        return None
+    data = getattr(arr, "data", None)
+    name = getattr(data, "name", None)
+    if not isinstance(name, str) or not hasattr(data, "__dask_graph__"):
+        return None  # computed, or wrapped in something else
+    if derived:
+        # arr was computed from the opened array (xarray carries encoding
+        # through isel, transpose, chunk): the opened array's layer is in
+        # its graph
+        return record if record["name"] in data.__dask_graph__().layers else None
+    if name != record["name"] or tuple(int(n) for n in arr.shape) != record["shape"]:
+        return None
+    if tuple(str(d) for d in arr.dims) != record["dims"]:
+        return None
+    return record
+
+
+def recipe_of(arr: Any, *, derived: bool = False) -> ArrayRecipe | None:
+    """The recipe of the stored array that ``arr`` is, as opened.
+
+    Parameters
+    ----------
+    arr : xarray.DataArray
+        Usually from :func:`zarrdask.open_image`.
+    derived : bool
+        Also return the recipe of the array ``arr`` was computed from (a
+        slice, transpose or rechunk of it: xarray carries the record through
+        those; arithmetic, reductions and ``where`` drop it). The caller must
+        then check that ``arr`` still holds the stored values.
+
+    Returns
+    -------
+    ArrayRecipe or None
+        None for arrays that were not opened from storage, were computed, or
+        are no longer the opened array (another dask array, shape or dims).
+    """
+    record = _record(arr, derived=derived)
+    return record["recipe"] if record is not None else None
+
+
+def open_facts(arr: Any, *, derived: bool = False) -> dict[str, Any]:
+    """What :func:`zarrdask.open_image` knew about ``arr``'s stored array.
+
+    Parameters
+    ----------
+    arr : xarray.DataArray
+    derived : bool
+        As in :func:`recipe_of` (the facts then describe the array ``arr``
+        was sliced from, not ``arr``).
+
+    Returns
+    -------
+    dict
+        ``recipe``, ``open_kwargs`` (``axes``, ``data_group``, ``roi``,
+        ``level``), ``full_shape`` and ``storage_chunks`` (``{dim: int}`` of
+        the stored array at the read level), ``level0`` (``{"scale": {dim:
+        float}, "origin": {dim: float}}`` of level 0), ``roi`` (``{dim:
+        [start, stop]}``, only when opened with one), ``scale`` and ``units``
+        (``{dim: ...}`` of the spatial dims); empty when the record does not
+        describe ``arr`` (see :func:`recipe_of`).
+    """
+    record = _record(arr, derived=derived)
+    if record is None:
+        return {}
+    return {"recipe": record["recipe"], **record["facts"]}

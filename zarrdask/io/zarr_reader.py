@@ -18,10 +18,11 @@ from ..errors import (
     ZarrdaskError,
 )
 from .levels import Level, SourceLevels
-from .location import get_filesystem, is_remote, protocol_of, remote_error
+from .location import get_filesystem, is_remote, means_missing, protocol_of, remote_error
 from .recipe import ArrayRecipe
+from .zarr_metadata import metadata_error
 
-__all__ = ["discover_zarr", "open_zarr_array", "make_store", "looks_like_zarr", "isconsolidated"]
+__all__ = ["discover_zarr", "open_zarr_array", "make_store", "looks_like_zarr"]
 
 
 def make_store(location: str, storage_options: Mapping[str, Any] | None = None):
@@ -76,7 +77,14 @@ def _async_wrap(fs):
 
 
 def looks_like_zarr(location: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Whether ``location`` holds zarr metadata at its root."""
+    """Whether ``location`` holds zarr metadata at its root.
+
+    Raises
+    ------
+    RemoteAccessError
+        A URL whose server fails otherwise than by saying a marker file
+        does not exist (timeouts are not retried per marker).
+    """
     stripped = location.rstrip("/")
     if stripped.lower().endswith(".zarr"):
         return True
@@ -89,9 +97,17 @@ def looks_like_zarr(location: str, storage_options: Mapping[str, Any] | None = N
         return False  # spare three round trips (and their retries) per open
     try:
         fs, path = get_filesystem(location, storage_options)
-        return any(fs.exists(f"{path.rstrip('/')}/{m}") for m in markers)
     except Exception:
-        return False
+        return False  # the reader that takes it reports the filesystem's problem
+    for marker in markers:
+        try:
+            fs.info(f"{path.rstrip('/')}/{marker}")
+            return True
+        except Exception as exc:
+            if means_missing(exc):
+                continue
+            raise remote_error(location, storage_options, exc) from exc
+    return False
 
 
 def _is_image_file_name(location: str) -> bool:
@@ -101,76 +117,6 @@ def _is_image_file_name(location: str) -> bool:
 
     ext = os.path.splitext(location.lower())[1]
     return bool(ext) and (ext in TIFF_EXTENSIONS or ext in pil_extensions())
-
-
-def isconsolidated(arr_src: Any, *, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Whether a zarr source has consolidated metadata (faster to open).
-
-    Parameters
-    ----------
-    arr_src : str, zarr.Group or zarr.Array
-        Path/URL or an open zarr object.
-    storage_options : mapping, optional
-        fsspec options for URLs (``endpoint_url``, credentials...).
-
-    Returns
-    -------
-    bool
-        False as well when the location holds no zarr metadata at all.
-
-    Raises
-    ------
-    RemoteAccessError
-        A URL whose server cannot be reached or refuses access.
-    """
-    if isinstance(arr_src, zarr.Group):
-        return arr_src.metadata.consolidated_metadata is not None
-    if isinstance(arr_src, zarr.Array):
-        return False
-    location = str(arr_src).rstrip("/")
-    if protocol_of(location) != "file":
-        return _remote_consolidated(location, storage_options)
-    try:
-        if os.path.exists(os.path.join(location, ".zmetadata")):
-            return True
-        meta = os.path.join(location, "zarr.json")
-        if os.path.exists(meta):
-            with open(meta, "rb") as fh:
-                raw = fh.read()
-            return b'"consolidated_metadata"' in raw and _v3_consolidated(raw)
-    except (OSError, ValueError):
-        return False
-    return False
-
-
-def _remote_consolidated(location: str, storage_options: Mapping[str, Any] | None) -> bool:
-    """:func:`isconsolidated` for a URL: one GET per metadata document."""
-    try:
-        fs, path = get_filesystem(location, storage_options)
-        try:
-            fs.cat_file(f"{path}/.zmetadata")
-            return True
-        except FileNotFoundError:
-            pass
-        try:
-            raw = fs.cat_file(f"{path}/zarr.json")
-        except FileNotFoundError:
-            return False
-    except Exception as exc:
-        raise remote_error(location, storage_options, exc) from exc
-    try:
-        return _v3_consolidated(raw)
-    except ValueError:  # zarr.json that is not JSON (or not UTF-8)
-        return False
-
-
-def _v3_consolidated(raw: bytes) -> bool:
-    """Whether a zarr v3 ``zarr.json`` document holds consolidated metadata
-    (ValueError when it is not JSON)."""
-    import json
-
-    doc = json.loads(raw)
-    return bool(isinstance(doc, dict) and doc.get("consolidated_metadata"))
 
 
 def _open_root(source: Any, storage_options: Mapping[str, Any] | None, display: str):
@@ -333,7 +279,25 @@ def discover_zarr(source: Any, *, data_group: str | int | None = None,
     Returns
     -------
     SourceLevels
+
+    Raises
+    ------
+    UnsupportedFormatError
+        No zarr node at the location, or a metadata document (``zarr.json``,
+        ``.zarray``...) that is not JSON.
     """
+    import json
+
+    display = source if isinstance(source, str) else f"<{type(source).__name__}>"
+    try:
+        return _discover_zarr(source, data_group, storage_options)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        key = None if data_group is None else str(data_group)
+        raise metadata_error(source, key, storage_options, display, exc) from exc
+
+
+def _discover_zarr(source: Any, data_group: str | int | None,
+                   storage_options: Mapping[str, Any] | None) -> SourceLevels:
     location = source if isinstance(source, str) else None
     obj = None if isinstance(source, str) else source
     display = location if location is not None else f"<{type(source).__name__}>"
@@ -399,8 +363,14 @@ def discover_zarr(source: Any, *, data_group: str | int | None = None,
 
 def open_zarr_array(recipe: ArrayRecipe) -> zarr.Array:
     """Open the array named by a zarr :class:`ArrayRecipe`."""
+    import json
+
     source = recipe.location if recipe.location is not None else recipe.obj
     if isinstance(source, zarr.Array) and not recipe.key:
         return source
-    root = _open_root(source, recipe.storage_options, recipe.display)
-    return root[recipe.key] if recipe.key else root
+    try:
+        root = _open_root(source, recipe.storage_options, recipe.display)
+        return root[recipe.key] if recipe.key else root
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise metadata_error(source, recipe.key, recipe.storage_options,
+                              recipe.location or recipe.display, exc) from exc

@@ -12,6 +12,7 @@ from .align import (
     mask_is_empty,
     mask_origin,
     mask_scale_factors,
+    mask_scale_of,
 )
 from .generators import MaskGenerator, WSITissueMaskGenerator
 from .tissue import tissue_mask, tissue_threshold
@@ -22,6 +23,7 @@ __all__ = [
     "as_mask",
     "mask_from_labels",
     "mask_scale_factors",
+    "mask_scale_of",
     "mask_origin",
     "default_mask",
     "mask_is_empty",

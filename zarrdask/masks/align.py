@@ -34,6 +34,7 @@ import xarray as xr
 
 from ..axes import SPATIAL_DIMS, dims_from_axes
 from ..errors import MaskError
+from ..io.recipe import open_facts, recipe_of
 from .placement import (
     _check_overlap,
     _first_coord,
@@ -50,6 +51,7 @@ __all__ = [
     "as_mask",
     "mask_from_labels",
     "mask_scale_factors",
+    "mask_scale_of",
     "mask_origin",
     "default_mask",
     "mask_is_empty",
@@ -80,16 +82,31 @@ def spanning_dataarray(data: Any, dims: Sequence[str], like: xr.DataArray,
     """Wrap ``data`` (one axis per spatial dim, in ``dims`` order) as a
     DataArray whose pixels tile ``box`` evenly, in ``like``'s physical space.
 
-    ``attrs`` get ``scale``, ``units`` and ``mask_scale`` (mask pixels per
-    pixel of ``like``) added.
+    Each spatial coordinate gets attrs ``scale``, ``units`` and
+    ``mask_scale`` (mask pixels per pixel of ``like``): per-dim facts live on
+    the coordinates, so ``attrs`` stay writable by ``to_zarr``/``to_netcdf``.
     """
     units = {d: _units(like, d) for d in dims}
     coords = _span_coords(dims, data.shape, box, units)
     out = xr.DataArray(data, dims=tuple(dims), coords=coords, name=name, attrs=dict(attrs or {}))
-    out.attrs["scale"] = {d: float(coords[d].attrs["scale"]) for d in dims}
-    out.attrs["units"] = {d: units[d] or "pixel" for d in dims}
-    out.attrs["mask_scale"] = mask_scale_factors(out, like)
+    set_mask_scale(out, mask_scale_factors(out, like))
     return out
+
+
+def set_mask_scale(mask: xr.DataArray, factors: Mapping[str, float]) -> xr.DataArray:
+    """Store ``factors`` (mask pixels per image pixel, by dim) as the
+    ``mask_scale`` attr of each spatial coordinate of ``mask`` (in place);
+    returns ``mask``."""
+    for d, factor in factors.items():
+        mask.coords[d].attrs["mask_scale"] = float(factor)
+    return mask
+
+
+def mask_scale_of(mask: xr.DataArray) -> dict[str, float]:
+    """``{dim: mask_scale}`` read from the coordinates of a mask made by
+    :func:`as_mask`, :func:`zarrdask.tissue_mask` or :func:`default_mask`."""
+    return {str(d): float(mask.coords[d].attrs["mask_scale"]) for d in mask.dims
+            if d in mask.coords and "mask_scale" in mask.coords[d].attrs}
 
 
 # -- pyramid of an image ---------------------------------------------------------
@@ -112,12 +129,12 @@ def pyramid_levels(arr: xr.DataArray) -> list[xr.DataArray]:
     from its recipe, lazily: no pixel is read). Any other array is its own
     only level.
     """
-    recipe = arr.attrs.get("recipe")
+    recipe = recipe_of(arr, derived=True)
     if recipe is None or int(arr.attrs.get("levels", 1) or 1) <= 1 or not is_pristine(arr):
         return [arr]
     from ..io import open_pyramid
 
-    kwargs = dict(arr.attrs.get("open_kwargs") or {})
+    kwargs = dict(open_facts(arr, derived=True).get("open_kwargs") or {})
     source = recipe.location if recipe.location is not None else recipe.obj
     if source is None or (isinstance(source, str) and source.startswith("<")):
         return [arr]
@@ -312,9 +329,7 @@ def _finish(flags: xr.DataArray, span_box: Mapping[str, tuple[float, float]] | N
         unit = _units(flags, d) or _units(like, d)
         if unit is not None:
             out.coords[d].attrs.setdefault("units", unit)
-    out.attrs["scale"] = {d: pixel_size(out, d) for d in sdims}
-    out.attrs["units"] = {d: _units(out, d) or "pixel" for d in sdims}
-    out.attrs["mask_scale"] = mask_scale_factors(out, like)
+    set_mask_scale(out, mask_scale_factors(out, like))
     _check_overlap({d: physical_box(out, d) for d in sdims}, like, what=what, source=source)
     return out
 
@@ -501,7 +516,7 @@ def default_mask(like: xr.DataArray) -> xr.DataArray:
     if not isinstance(like, xr.DataArray):
         raise MaskError(f"like= must be an xarray.DataArray image, not {type(like).__name__}")
     sdims = spatial_dims(like)
-    storage = like.attrs.get("storage_chunks") or {}
+    storage = open_facts(like, derived=True).get("storage_chunks") or {}
     box = {d: physical_box(like, d, whole=True) for d in sdims}
     shape = []
     for d in sdims:

@@ -30,6 +30,7 @@ import xarray as xr
 
 from ..axes import SPATIAL_DIMS
 from ..errors import MaskError
+from ..io.recipe import open_facts, recipe_of
 
 __all__ = [
     "spatial_dims",
@@ -109,9 +110,9 @@ def physical_box(arr: xr.DataArray, dim: str, *, whole: bool = False) -> tuple[f
     dim : str
         A spatial dim of ``arr``.
     whole : bool
-        For an image opened with a ``roi`` (``attrs["roi"]`` and
-        ``attrs["full_shape"]`` from :func:`zarrdask.open_image`), the
-        interval of the whole stored array instead of the region.
+        For an image opened with a ``roi`` (``roi`` and ``full_shape`` of
+        :func:`zarrdask.io.open_facts`), the interval of the whole stored
+        array instead of the region.
 
     Returns
     -------
@@ -121,8 +122,9 @@ def physical_box(arr: xr.DataArray, dim: str, *, whole: bool = False) -> tuple[f
     start = _first_coord(arr, dim)
     n = int(arr.sizes[dim])
     if whole:
-        roi = arr.attrs.get("roi")
-        full = arr.attrs.get("full_shape")
+        facts = open_facts(arr)
+        roi = facts.get("roi")
+        full = facts.get("full_shape")
         if isinstance(roi, Mapping) and isinstance(full, Mapping) and dim in full:
             lo, hi = roi.get(dim, [0, full[dim]])
             if hi - lo == n:  # the attrs still describe this array
@@ -160,7 +162,7 @@ def spans_image(arr: xr.DataArray, like: xr.DataArray) -> bool:
         return True
     for d in dims:
         unit, image_unit = _units(arr, d), _units(like, d)
-        if arr.attrs.get("recipe") is not None and unit in (None, "pixel"):
+        if recipe_of(arr, derived=True) is not None and unit in (None, "pixel"):
             return True  # a stored array without spatial metadata: pixel indices
         if unit is not None and image_unit is not None and unit != image_unit:
             return True

@@ -25,11 +25,13 @@ from skimage.morphology import remove_small_holes, remove_small_objects
 
 from ..axes import SPATIAL_DIMS
 from ..errors import MaskError
+from ..io.recipe import open_facts
 from .align import (
     describe,
     physical_box,
     pixel_size,
     pyramid_levels,
+    set_mask_scale,
     spanning_dataarray,
     spatial_dims,
     tree_levels,
@@ -566,7 +568,7 @@ def tissue_mask(
             raise MaskError(f"{name}={value!r} for {source} must be a whole number of mask "
                             "pixels >= 0")
     scale = _requested_scale(mask_scale, dims, source)
-    level0 = reference.attrs.get("level0", {}).get("scale", {})
+    level0 = open_facts(reference, derived=True).get("level0", {}).get("scale", {})
     s0 = {d: float(level0.get(d, pixel_size(reference, d))) for d in dims}
     box = {d: physical_box(reference, d) for d in dims}
     n0 = {d: (box[d][1] - box[d][0]) / s0[d] for d in dims}
@@ -588,39 +590,49 @@ def tissue_mask(
     attrs = {
         "source": source,
         "level": int(level.attrs.get("level", index)),
-        "threshold": threshold,
         "min_size": int(min_size),
         "area_threshold": int(area_threshold),
     }
+    if not isinstance(threshold, da.Array):
+        attrs["threshold"] = float(threshold)
     out = spanning_dataarray(mask_data, dims, reference, box, name="tissue_mask", attrs=attrs)
+    # a computed threshold stays lazy, outside attrs (which must hold plain
+    # values, so that the mask writes with to_zarr / to_netcdf)
+    out.encoding[_THRESHOLD_KEY] = threshold
     # mask pixels per level-0 pixel (the reference may be a coarser level)
-    out.attrs["mask_scale"] = {d: shape[d] / n0[d] for d in dims}
+    set_mask_scale(out, {d: shape[d] / n0[d] for d in dims})
     return out
 
 
-def tissue_threshold(mask: xr.DataArray) -> float:
+_THRESHOLD_KEY = "zarrdask_threshold"
+
+
+def tissue_threshold(mask: xr.DataArray, *, lazy: bool = False) -> Any:
     """The grey-level threshold a tissue mask used (computes it if needed).
 
     Parameters
     ----------
     mask : xarray.DataArray
         A mask from :func:`tissue_mask`.
+    lazy : bool
+        Return a computed (Otsu) threshold as the 0-d dask array that shares
+        the mask's graph instead of computing it.
 
     Returns
     -------
-    float
+    float (or 0-d dask array with ``lazy=True``)
 
     Raises
     ------
     MaskError
         When ``mask`` did not come from :func:`tissue_mask`.
     """
-    if "threshold" not in mask.attrs:
+    value = mask.attrs.get("threshold", mask.encoding.get(_THRESHOLD_KEY))
+    if value is None:
         raise MaskError(
-            f"the mask {describe(mask)} has no 'threshold' attribute; it was not made by "
-            "zarrdask.masks.tissue_mask (or its attrs were dropped)"
+            f"the mask {describe(mask)} has no threshold; it was not made by "
+            "zarrdask.masks.tissue_mask (or was computed from one, which drops it)"
         )
-    value = mask.attrs["threshold"]
     if isinstance(value, da.Array):
-        value = value.compute()
+        return value if lazy else float(value.compute())
     return float(value)

@@ -1,0 +1,77 @@
+"""The DDP default under real ``torchrun`` ranks (gloo): every rank runs the
+same number of batches, so a collective per batch never waits for a rank
+that has stopped. Bounded by the gloo timeout and a hard subprocess timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from zarrdask.table import PatchTable
+
+_RANK_SCRIPT = textwrap.dedent('''
+    import datetime, json, os, sys
+
+    import torch
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader
+
+    from zarrdask.dataset import PatchDataset
+
+    table_path, out = sys.argv[1], sys.argv[2]
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
+    rank = dist.get_rank()
+    ds = PatchDataset(table_path, shuffle=True, seed=5)  # the default sharding
+    loader = DataLoader(ds, batch_size=8, num_workers=2, multiprocessing_context="fork")
+    keys, batches = [], 0
+    for batch in loader:
+        step = torch.ones(1)
+        dist.all_reduce(step)  # a training step's gradient sync
+        batches += 1
+        keys.extend([int(i), int(p[0][0]), int(p[1][0])]
+                    for i, p in zip(batch["image_id"], batch["position"].tolist()))
+    total = torch.tensor([batches])
+    dist.all_reduce(total, op=dist.ReduceOp.MAX)
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
+        json.dump({"keys": keys, "batches": batches, "len": len(ds)}, fh)
+    dist.destroy_process_group()
+''')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+def test_torchrun_ranks_get_equal_batches_by_default_on_uneven_data(slide3, make_table, tmp_path):
+    full = make_table([slide3], patch=64, stride=64)
+    table = PatchTable(full.frame.iloc[:33].reset_index(drop=True), full.meta)
+    path = table.to_parquet(tmp_path / "t33.parquet")
+    script = tmp_path / "rank.py"
+    script.write_text(_RANK_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script), str(path),
+           str(tmp_path)]
+    import zarrdask
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(zarrdask.__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    # 17 samples per rank (one patch read twice, as DistributedSampler), 8 + 9 per worker
+    assert [r["batches"] for r in results] == [3, 3]
+    assert [len(r["keys"]) for r in results] == [r["len"] for r in results] == [17, 17]
+    keys = [tuple(k) for r in results for k in r["keys"]]
+    assert len(set(keys)) == 33 and len(keys) == 34

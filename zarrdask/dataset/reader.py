@@ -1,0 +1,311 @@
+"""The read engine of :class:`~zarrdask.dataset.PatchDataset`: table rows
+to read plans (boxes per modality and the chunks they touch), chunks
+fetched and decoded through the per-process :class:`ChunkFetcher` (prefetched
+on threads for remote stores), patches assembled, reordered to the output
+dims and transformed. No dask graph is built per sample.
+
+:class:`PatchReader` is a mixin: it reads the dataset's state (``_sources``,
+``_geometry``, ``_output_dims``, ``_transforms``, ...) that
+:class:`~zarrdask.dataset.PatchDataset` sets up.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import DatasetError
+from .boxes import Geometry, modality_boxes, read_level_starts, to_output_dims
+from .chunks import ChunkFetcher, box_chunks
+from .sharding import ShardSpec, shard_order
+
+__all__ = ["PatchReader", "Runtime"]
+
+#: Rows planned ahead when chunks are prefetched on threads.
+LOOKAHEAD_ROWS = 1024
+
+
+class PatchReader:
+    """Reading one shard of an epoch (mixed into ``PatchDataset``)."""
+
+    # set by PatchDataset.__init__
+    _sources: dict[str, list[Any]]
+    _runtime: Any
+
+    def _shared_image_chunks(self) -> tuple[int, np.ndarray]:
+        """Image chunks that rows of *other* chunk groups also read.
+
+        A row whose image box lies inside one chunk reads only its group's
+        chunk; every chunk a straddling (or padded-at-the-border) row reads is
+        listed here, as ``image_id * stride + linear chunk index`` (sorted).
+        Other chunks can leave the cache as soon as their group is read.
+        """
+        sources = self._sources.get("images") or [None] * len(self._image_geo)
+        grids = [src.chunk_grid if src is not None else (1,) for src in sources]
+        stride = max([int(np.prod(g)) for g in grids] + [1])
+        if "images" not in self._sources or not len(self._image_id):
+            return stride, np.zeros(0, dtype=np.int64)
+        keys = []
+        ids = self._image_id
+        if np.all(ids[1:] >= ids[:-1]):  # tables from build_table: contiguous slices
+            cuts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1, [len(ids)]])
+            selections: Iterator[Any] = (slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+        else:
+            order = np.argsort(ids, kind="stable")
+            selections = iter(np.split(order, np.flatnonzero(np.diff(ids[order])) + 1))
+        for sel in selections:
+            image_id = int(ids[sel][0])
+            src = sources[image_id]
+            if src is None:
+                continue
+            geo = self._image_geo[image_id]
+            starts = read_level_starts(self._positions[sel], self._entries["images"][image_id],
+                                       self._dims)
+            lo, hi = self._full_boxes(starts, image_id, geo)
+            _, simple = _single_chunk(lo, hi, geo, src.chunks)
+            if simple.all():
+                continue
+            vlo, vhi = np.asarray(geo.valid_start), np.asarray(geo.valid_stop)
+            chunks = np.asarray(src.chunks, dtype=np.int64)
+            lo = np.clip(lo[~simple], vlo, vhi - 1)
+            hi = np.clip(hi[~simple], vlo + 1, vhi)
+            first, last = lo // chunks, (hi - 1) // chunks
+            idx = first
+            for d in range(idx.shape[1]):  # expand the chunk ranges, one dim at a time
+                span = last[:, d] - first[:, d] + 1
+                rep = np.repeat(np.arange(len(idx)), span)
+                offset = np.arange(len(rep)) - np.repeat(np.cumsum(span) - span, span)
+                idx, first, last = idx[rep].copy(), first[rep], last[rep]
+                idx[:, d] = first[:, d] + offset
+            linear = np.ravel_multi_index(tuple(idx.T), grids[image_id])
+            keys.append(np.unique(image_id * stride + linear))
+        shared = np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
+        return stride, shared
+
+    def _full_boxes(self, starts: np.ndarray, image_id: int, geo: Geometry
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes over every stored dim of ``geo`` for rows starting at
+        ``starts`` (image read-level pixels): grid dims from the padded
+        physical box, other dims whole."""
+        mstart, msize = modality_boxes(starts, self._patch, self._pad, self._image_geo[image_id], geo)
+        lo = np.zeros((len(starts), len(geo.dims)), dtype=np.int64)
+        hi = np.tile(np.asarray(geo.shape, dtype=np.int64), (len(starts), 1))
+        axes = list(geo.grid_axes)
+        lo[:, axes] = mstart
+        hi[:, axes] = mstart + msize
+        return lo, hi
+
+
+    def _runtime_here(self) -> Runtime:
+        rt = self._runtime
+        if rt is None or rt.pid != os.getpid():
+            if rt is not None:  # inherited through fork: handles and threads are not ours
+                for items in self._sources.values():
+                    for src in items:
+                        if src is not None:
+                            src.reset()
+            rt = Runtime(self.cache_bytes, self.read_threads)
+            self._runtime = rt
+        return rt
+
+    def _generate(self, shard: ShardSpec, epoch: int, skip: int,
+                  progress: dict[str, Any]) -> Iterator[Any]:
+        rows, group_pos = self._epoch_rows(shard, epoch)
+        progress["length"] = len(rows)
+        if skip >= len(rows):
+            return
+        rt = self._runtime_here()
+        blocks = shard_order(rows, group_pos, shuffle=self.shuffle, buffer=self.chunk_buffer,
+                             seed=self.seed, epoch=epoch, shard=shard, skip=skip)
+        plans = self._plans((rows[b], group_pos[b]) for b in blocks)
+        # rows left per chunk group: a group's own image chunk leaves the cache
+        # with its last row unless rows of other groups read it too
+        remaining = np.bincount(group_pos - group_pos[0]) if skip == 0 else None
+        first_group = int(group_pos[0])
+        shared = self._shared_keys
+        fetcher = rt.fetcher
+        max_ahead = self._max_ahead(rt)
+        prefetching = rt.fetcher.pool is not None and any(
+            src is not None and src.remote for items in self._sources.values() for src in items)
+        lookahead = LOOKAHEAD_ROWS if prefetching else 1
+        window: deque[_RowPlan] = deque()
+        ahead = 0
+        exhausted = False
+        while True:
+            while not exhausted and len(window) < lookahead and (ahead < max_ahead or not window):
+                plan = next(plans, None)
+                if plan is None:
+                    exhausted = True
+                    break
+                for uid, src, idx in plan.chunks:
+                    if fetcher.prefetch(uid, src, idx):
+                        plan.started += 1
+                ahead += plan.started
+                window.append(plan)
+            if not window:
+                return
+            plan = window.popleft()
+            ahead -= plan.started
+            sample = self._assemble(plan, fetcher)
+            if remaining is not None and plan.own is not None:
+                g = plan.group - first_group
+                remaining[g] -= 1
+                if remaining[g] == 0:
+                    uid, idx, key = plan.own
+                    pos = np.searchsorted(shared, key)
+                    if pos == len(shared) or shared[pos] != key:
+                        fetcher.release(uid, idx)
+            progress["yielded"] += 1
+            yield sample
+
+    def _max_ahead(self, rt: Runtime) -> int:
+        if self.read_threads == 0:
+            return 0
+        ahead = max(2, 2 * self.read_threads)
+        chunk_bytes = max((int(np.prod(s.chunks)) * s.dtype.itemsize
+                           for items in self._sources.values() for s in items if s is not None),
+                          default=1)
+        capacity = self.cache_bytes // max(1, chunk_bytes)
+        need = ahead + (self.chunk_buffer if self.shuffle else 1) + 1
+        if capacity < need and not rt.warned:
+            rt.warned = True
+            warnings.warn(
+                f"cache_bytes={self.cache_bytes} holds {capacity} decoded chunks of {chunk_bytes} "
+                f"bytes but reading needs about {need} (chunk_buffer + prefetch); chunks will be "
+                "decoded more than once. Raise cache_bytes or lower chunk_buffer/read_threads",
+                stacklevel=3,
+            )
+        return max(1, min(ahead, capacity // 2))
+
+    def _plans(self, blocks: Iterator[tuple[np.ndarray, np.ndarray]]) -> Iterator[_RowPlan]:
+        """Row plans, block by block: boxes are computed for a whole block at
+        once; a box that lies inside one chunk and inside the array (the
+        common case) is marked with that chunk's index."""
+        dims = self._dims
+        nd = len(dims)
+        patch = np.asarray(self._patch, dtype=np.int64)
+        array_mods = [(mi, m) for mi, m in enumerate(self.modalities)
+                      if any(s is not None for s in self._sources[m])]
+        stride = self._key_stride
+        for block, block_groups in blocks:
+            image_ids = self._image_id[block]
+            positions = self._positions[block]
+            n = len(block)
+            starts = np.empty_like(positions)
+            per_mod: dict[str, list[Any]] = {m: [None] * n for _, m in array_mods}
+            own: list[Any] = [None] * n
+            for image_id in np.unique(image_ids):
+                image_id = int(image_id)
+                sel = np.flatnonzero(image_ids == image_id)
+                s = read_level_starts(positions[sel], self._entries["images"][image_id], dims)
+                starts[sel] = s
+                for mi, m in array_mods:
+                    src = self._sources[m][image_id]
+                    if src is None:
+                        continue
+                    src.open()
+                    geo = self._geometry[m][image_id]
+                    lo, hi = self._full_boxes(s, image_id, geo)
+                    first, simple = _single_chunk(lo, hi, geo, src.chunks)
+                    uid = (mi, image_id)
+                    lo_l, hi_l, first_l = lo.tolist(), hi.tolist(), first.tolist()
+                    if m == "images":
+                        grid = src.chunk_grid
+                        keys = (image_id * stride
+                                + np.ravel_multi_index(tuple(np.clip(first, 0, np.asarray(grid) - 1).T),
+                                                       grid)).tolist()
+                    for j, k in enumerate(sel.tolist()):
+                        idx = tuple(first_l[j]) if simple[j] else None
+                        per_mod[m][k] = (m, uid, src, geo, lo_l[j], hi_l[j], idx)
+                        if m == "images" and idx is not None:
+                            own[k] = (uid, idx, keys[j])
+            boxes = np.stack([starts, starts + patch], axis=-1).reshape(n, nd, 2)
+            ids = image_ids.tolist()
+            groups = block_groups.tolist()
+            for k in range(n):
+                reads = [per_mod[m][k] for _, m in array_mods if per_mod[m][k] is not None]
+                chunks_needed = []
+                for _m, uid, src, geo, lo_k, hi_k, idx in reads:
+                    if idx is not None:
+                        chunks_needed.append((uid, src, idx))
+                    else:
+                        chunks_needed.extend(
+                            (uid, src, c) for c in box_chunks(src, lo_k, hi_k, geo.valid_start,
+                                                              geo.valid_stop, self.padding_mode))
+                yield _RowPlan(ids[k], boxes[k], reads, chunks_needed, groups[k], own[k])
+
+    def _assemble(self, plan: _RowPlan, fetcher: ChunkFetcher) -> Any:
+        sample: dict[str, Any] = {}
+        for m, uid, src, geo, lo, hi, idx in plan.reads:
+            if idx is not None:
+                arr = fetcher.read_in_chunk(uid, src, lo, hi, idx)
+            else:
+                arr = fetcher.read(uid, src, lo, hi, valid_lo=geo.valid_start,
+                                   valid_hi=geo.valid_stop, padding_mode=self.padding_mode)
+            target = self._output_dims.get(m)
+            if target is not None and target != geo.dims:
+                arr = np.ascontiguousarray(to_output_dims(arr, geo.dims, target, modality=m))
+            sample[m] = arr
+        for m in self.modalities:
+            if m not in sample:
+                sample[m] = np.asarray(self._entries[m][plan.image_id]["weak"])
+        for key, fn in self._transforms:
+            if len(key) == 1:
+                sample[key[0]] = fn(sample[key[0]])
+                continue
+            result = fn(*(sample[m] for m in key))
+            if not isinstance(result, tuple | list) or len(result) != len(key):
+                raise DatasetError(
+                    f"the transform registered for {key} returned "
+                    f"{type(result).__name__}; it must return {len(key)} arrays, one per modality"
+                )
+            for m, value in zip(key, result, strict=True):
+                sample[m] = value
+        if self.return_tuple:
+            return tuple(sample[m] for m in self.modalities)
+        sample["position"] = plan.position
+        sample["image_id"] = plan.image_id
+        return sample
+
+
+
+class _RowPlan:
+    """One row to read: its boxes per modality and the chunks they touch."""
+
+    __slots__ = ("image_id", "position", "reads", "chunks", "started", "group", "own")
+
+    def __init__(self, image_id: int, position: np.ndarray, reads: list, chunks: list,
+                 group: int, own: tuple | None) -> None:
+        self.group = group
+        self.own = own
+        self.image_id = image_id
+        self.position = position
+        self.reads = reads
+        self.chunks = chunks
+        self.started = 0
+
+
+class Runtime:
+    """Per-process reading state: the chunk fetcher (cache and threads)."""
+
+    def __init__(self, cache_bytes: int, read_threads: int) -> None:
+        self.pid = os.getpid()
+        self.fetcher = ChunkFetcher(cache_bytes=cache_bytes, threads=read_threads)
+        self.warned = False
+
+
+def _single_chunk(lo: np.ndarray, hi: np.ndarray, geo: Geometry, chunks: Sequence[int]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """First chunk index of each box, and whether the box lies inside one
+    chunk and inside the readable region."""
+    chunks_a = np.asarray(chunks, dtype=np.int64)
+    first = lo // chunks_a
+    simple = (np.all(lo >= np.asarray(geo.valid_start), axis=1)
+              & np.all(hi <= np.asarray(geo.valid_stop), axis=1)
+              & np.all(first == (hi - 1) // chunks_a, axis=1))
+    return first, simple
