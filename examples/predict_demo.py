@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     values = level0.values
     covered = np.isfinite(values)
     print(f"reopened: levels {list(pyramid.children)}, level 0 {dict(level0.sizes)}, "
-          f"pixel {level0.attrs['scale']} {level0.attrs['units']}")
+          f"pixel {level0.x.attrs['scale']} {level0.x.attrs['units']}")
     print(f"predicted {covered.mean():.1%} of the slide; probability range "
           f"[{np.nanmin(values):.3f}, {np.nanmax(values):.3f}]")
     return 0

@@ -20,9 +20,7 @@ CONTOUR_COLOR = "#00ffff"  # mask contours: pure cyan (no colormap used for boxe
 
 
 def _step(coord: np.ndarray, arr: xr.DataArray, dim: str) -> float:
-    scale = arr.attrs.get("scale", {}).get(dim) if isinstance(arr.attrs.get("scale"), dict) else None
-    if scale is None:
-        scale = arr.coords[dim].attrs.get("scale")
+    scale = arr.coords[dim].attrs.get("scale")  # zarrdask puts the pixel size on the coordinate
     if scale is None:
         scale = float(coord[1] - coord[0]) if len(coord) > 1 else 1.0
     return float(scale)
