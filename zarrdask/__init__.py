@@ -64,6 +64,8 @@ __all__ = [
     "read_table",
     "PatchTable",
     "PatchDataset",
+    "PredictionWriter",
+    "PredictionError",
     "GridWarning",
     "MaskGenerator",
     "WSITissueMaskGenerator",
@@ -113,6 +115,14 @@ def __getattr__(name: str) -> object:
         from .dataset import PatchDataset
 
         return PatchDataset
+    if name in ("PredictionWriter", "PredictionError"):  # zarr/dask writer, loaded on use
+        from . import predict
+
+        return getattr(predict, name)
+    if name == "plot":  # pictures (matplotlib loads when one is drawn)
+        import importlib
+
+        return importlib.import_module(".plot", __name__)
     if name in _TORCH_COMPAT_NAMES:  # served by zarrdask.compat.zarrdataset
         from .compat import zarrdataset
 

@@ -263,6 +263,16 @@ def _demo_stream(table_path: str, batches: int) -> None:
             break
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .plot.sheet import show
+
+    for path in show(args.sources, table=args.table, mask=args.mask, out=args.out,
+                     max_side=args.max_side, color_by=args.color_by,
+                     storage_options=_storage_options(args.storage_options)):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``zarrdask`` argument parser."""
     parser = _Parser(prog="zarrdask", description=__doc__.splitlines()[0])
@@ -317,6 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LocalCluster worker processes")
     p.add_argument("--batches", type=int, default=3, help="batches to stream at the end")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("show", help="thumbnail + mask contour + kept patches as PNG (QC)")
+    p.add_argument("sources", nargs="+", help="image paths or URLs")
+    p.add_argument("--table", default=None, help="coordinate table (Parquet) whose patches to draw")
+    p.add_argument("--mask", default=None, help="'tissue' or a mask path/URL")
+    p.add_argument("--out", default="qc.png",
+                   help="PNG (one slide: 1:1 thumbnail; several: contact sheet) or a folder")
+    p.add_argument("--max-side", type=int, default=1024, help="largest thumbnail side")
+    p.add_argument("--color-by", default="coverage", help="table column colouring the boxes")
+    p.add_argument("--storage-options", default=None, help="fsspec options as JSON")
+    p.set_defaults(func=_cmd_show)
     return parser
 
 

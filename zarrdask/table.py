@@ -199,6 +199,12 @@ class PatchTable:
         return (f"<PatchTable {len(self)} patches of {patch} from {len(self.images)} image(s), "
                 f"dims {self.dims}, hash {str(self.meta['hash'])[:12]}>")
 
+    def _repr_html_(self) -> str:
+        """Notebook view: counts, geometry, a grid sketch (:func:`zarrdask.plot.table_html`)."""
+        from .plot.html import table_html
+
+        return table_html(self)
+
     def positions(self) -> np.ndarray:
         """``(N, ndims)`` int64 top-lefts in level-0 pixels."""
         return self.frame[position_columns(self.dims)].to_numpy(dtype=np.int64)

@@ -1,0 +1,72 @@
+"""Overlay extents, batch pictures and the notebook view of a table."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import zarrdask as zds
+from zarrdask import plot
+from zarrdask.dataset import PatchDataset
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    from zarrdask.datasets import write_synthetic_slide
+
+    return write_synthetic_slide(tmp_path_factory.mktemp("plots") / "s.zarr", size=512, chunk=128,
+                                 levels=3, seed=4)
+
+
+def test_pixel_extent_spans_pixel_edges():
+    arr = xr.DataArray(np.zeros((4, 5)), dims=("y", "x"),
+                       coords={"y": 10.0 + 2.0 * np.arange(4), "x": -1.0 + 0.5 * np.arange(5)})
+    assert plot.pixel_extent(arr) == (-1.0, 1.5, 18.0, 10.0)  # x: -1 .. 1 + 0.5; y: 10 .. 16 + 2
+    bare = xr.DataArray(np.zeros((3, 2)), dims=("y", "x"))
+    assert plot.pixel_extent(bare) == (0.0, 2.0, 3.0, 0.0)
+
+
+def test_overlay_puts_every_layer_at_its_own_extent(slide, tmp_path):
+    table = zds.build_table([slide], patch_size=64)
+    with zds.PredictionWriter(table, tmp_path / "p", level="patch") as writer:
+        for batch in torch.utils.data.DataLoader(PatchDataset(table), batch_size=16):
+            writer.write(batch["images"].float().mean(dim=(1, 2, 3))[:, None],
+                         batch["position"], batch["image_id"])
+    prediction = zds.open_image(writer.outputs[0])
+    mask = zds.tissue_mask(slide).load()
+    fig = plot.overlay(slide, mask=mask, table=table, prediction=prediction, max_side=128)
+    ax = fig.axes[0]
+    image_layer, prediction_layer = ax.images
+    assert image_layer.get_array().shape[:2] == (128, 128)  # level 2 of 512²
+    np.testing.assert_allclose(image_layer.get_extent(), (0, 256, 256, 0))  # 0.5 µm pixels
+    np.testing.assert_allclose(prediction_layer.get_extent(), (0, 256, 256, 0))  # 8x8 patches
+    assert prediction_layer.get_array().shape == (8, 8)
+    assert len(ax.collections[-1].get_paths()) == len(table)
+    fig.savefig(tmp_path / "overlay.png")
+
+
+def test_batch_draws_each_patch_with_its_position(slide):
+    table = zds.build_table([slide], patch_size=64)
+    batch = next(iter(torch.utils.data.DataLoader(PatchDataset(table), batch_size=6)))
+    fig = plot.batch(batch, ncols=3)
+    assert len(fig.axes) == 6
+    for ax, pos in zip(fig.axes, batch["position"], strict=True):
+        assert ax.get_title() == f"img 0 {int(pos[0, 0])},{int(pos[1, 0])}"
+        assert ax.images[0].get_array().shape == (64, 64, 3)
+    labelled = dict(batch, labels=torch.arange(6))
+    assert plot.batch(labelled).axes[5].get_title().endswith("label 5")
+
+
+def test_table_html_lists_counts_geometry_and_a_grid_sketch(slide):
+    table = zds.build_table([slide, slide], patch_size=64, masks="tissue")
+    html = table._repr_html_()
+    counts = table.frame["image_id"].value_counts()
+    assert f"{len(table)} patches of 64×64 px" in html
+    assert f"<td>0</td><td>{table.images[0]['name']}</td><td>{counts[0]}</td>" in html
+    assert "<td>0.5 × 0.5</td>" in html  # pixel size
+    sketches = re.findall(r"<svg.*?</svg>", html)
+    assert [s.count("<rect") for s in sketches] == [counts[0], counts[1]]
