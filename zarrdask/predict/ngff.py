@@ -64,19 +64,26 @@ _CREATE_RETRIES = 20
 def open_level0(location: str, geo: OutputGeometry, *, channels: int, dtype: np.dtype,
                 storage_options: Mapping[str, Any] | None) -> zarr.Array:
     """Create the output's group and level-0 array, or open them when a
-    previous (or concurrent) writer already made them with the same geometry.
-
-    Writers starting together race to create the array: whoever loses finds
-    it made by the other (``ContainsArrayError``, or metadata that is being
-    written) and opens it instead.
-    """
+    previous (or concurrent) writer already made them with the same geometry."""
     store = writable_store(location, storage_options)
-    shape = _level_shape(geo, channels, 0)
+    return _require_level(store, geo, location, 0, channels=channels, dtype=dtype)
+
+
+def _require_level(store: Any, geo: OutputGeometry, location: str, k: int, *, channels: int,
+                   dtype: np.dtype) -> zarr.Array:
+    """Level ``k`` of the output, created or opened whoever else creates it.
+
+    Writers that start (or finish) together race to create the same arrays:
+    whoever loses finds it made by the other (``ContainsArrayError``, or
+    metadata that is being written) and opens it instead; an existing array
+    of another geometry is a :class:`PredictionError`.
+    """
+    shape = _level_shape(geo, channels, k)
     chunks = (channels, *geo.chunks)
     last: Exception | None = None
     for attempt in range(_CREATE_RETRIES):
         try:
-            arr = _open_or_create(store, geo, location, shape=shape, chunks=chunks,
+            arr = _open_or_create(store, geo, location, str(k), shape=shape, chunks=chunks,
                                   channels=channels, dtype=dtype)
             break
         except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError,
@@ -87,28 +94,29 @@ def open_level0(location: str, geo: OutputGeometry, *, channels: int, dtype: np.
             time.sleep(0.01 * (attempt + 1))
     else:
         raise PredictionError(
-            f"cannot create or open {location}/0 ({last!r}); check that nothing else writes there"
+            f"cannot create or open {location}/{k} ({last!r}); check that nothing else writes "
+            "there"
         ) from last
     if (tuple(arr.shape), tuple(arr.chunks), np.dtype(arr.dtype)) != (shape, chunks, np.dtype(dtype)):
         raise PredictionError(
             f"{location} already holds an array of shape {arr.shape}, chunks {arr.chunks}, "
-            f"dtype {arr.dtype}, not the shape {shape}, chunks {chunks}, dtype {np.dtype(dtype)} "
-            "this writer makes; remove it or write to another `out`"
+            f"dtype {arr.dtype} at {k}, not the shape {shape}, chunks {chunks}, dtype "
+            f"{np.dtype(dtype)} this writer makes; remove it or write to another `out`"
         )
     return arr
 
 
-def _open_or_create(store: Any, geo: OutputGeometry, location: str, *, shape: tuple,
+def _open_or_create(store: Any, geo: OutputGeometry, location: str, name: str, *, shape: tuple,
                     chunks: tuple, channels: int, dtype: np.dtype) -> zarr.Array:
     try:
-        return zarr.open_group(store, mode="r+")["0"]
+        return zarr.open_group(store, mode="r+")[name]
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError,
             zarr.errors.NodeTypeValidationError):
         pass
     group = zarr.open_group(store, mode="a", zarr_format=3)
     if "ome" not in group.attrs:
         group.attrs["ome"] = _ome(geo, location, channels, levels=1)
-    return group.require_array("0", shape=shape, chunks=chunks, dtype=dtype,
+    return group.require_array(name, shape=shape, chunks=chunks, dtype=dtype,
                                fill_value=fill_value(dtype), dimension_names=("c", *geo.dims),
                                **codecs())
 
@@ -168,7 +176,8 @@ def build_pyramid(location: str, geo: OutputGeometry, *, channels: int, dtype: n
     int
         The number of levels, level 0 included.
     """
-    group = zarr.open_group(writable_store(location, storage_options), mode="r+")
+    store = writable_store(location, storage_options)
+    group = zarr.open_group(store, mode="r+")
     dtype = np.dtype(dtype)
     integer = dtype.kind != "f"
     spatial = [i + 1 for i, d in enumerate(geo.dims) if d in ("y", "x")]
@@ -188,11 +197,8 @@ def build_pyramid(location: str, geo: OutputGeometry, *, channels: int, dtype: n
         if integer:
             small = da.rint(small) if blend != "max" else small
         small = small.astype(dtype)
-        shape = _level_shape(geo, channels, k)
-        chunks = (channels, *geo.chunks)
-        target = group.require_array(str(k), shape=shape, chunks=chunks, dtype=dtype,
-                                     fill_value=fill_value(dtype), dimension_names=("c", *geo.dims),
-                                     **codecs())
-        da.store(small.rechunk(chunks), target, lock=False)
+        # writers finishing together build the same levels: the same bytes, whole chunks
+        target = _require_level(store, geo, location, k, channels=channels, dtype=dtype)
+        da.store(small.rechunk(target.chunks), target, lock=False)
         source = da.from_zarr(target)
     return k + 1
