@@ -20,6 +20,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from ..roi import roi_to_selection
+from .level_select import level_magnification, level_mpp, parse_magnification, select_level
 from .levels import Level, SourceLevels
 from .location import check_storage_options, get_filesystem, protocol_of, remote_error
 from .pil_reader import discover_pil, pil_extensions
@@ -259,6 +260,8 @@ def _level_dataarray(src: SourceLevels, index: int, *, axes, roi, chunks, open_k
     if level.name:
         attrs["data_group"] = level.name
     attrs.update({"level": index, "levels": len(src.levels)})
+    if src.objective_power:
+        attrs["objective_power"] = float(src.objective_power)
     arr = xr.DataArray(data, dims=dims, coords=_coords(level, dims), name="image", attrs=attrs)
     facts: dict[str, Any] = {
         "open_kwargs": open_kwargs,
@@ -267,6 +270,10 @@ def _level_dataarray(src: SourceLevels, index: int, *, axes, roi, chunks, open_k
         "level0": _level0_geometry(src, dims),
         "scale": {d: float(level.scale.get(d, 1.0)) for d in spatial},
         "units": {d: level.units.get(d, "pixel") for d in spatial},
+        "objective_power": src.objective_power,
+        "mpp": level_mpp(src, index),
+        "magnification": level_magnification(src, index),
+        "associated_images": list(src.associated),
     }
     selection = roi_to_selection(roi, dims, level.shape, source=src.display)
     if selection:
@@ -291,20 +298,31 @@ def _from_xarray(obj: xr.DataArray, axes, roi, chunks: Any = None) -> xr.DataArr
     return arr.isel(selection) if selection else arr
 
 
-def _check_level(src: SourceLevels, level: int | None) -> int:
-    """The index of ``level`` in ``src``: an int from 0 (finest) to n - 1.
+def _check_level(src: SourceLevels, level: int | str | None, mpp: float | None = None
+                 ) -> int:
+    """The index of ``level`` in ``src``: an int from 0 (finest) to n - 1, a
+    magnification such as ``"20x"``, or the level chosen for ``mpp``.
 
     Negative levels are refused rather than counted from the end: one
     ``level=`` is applied to every slide of a table, and slides with pyramids
     of different depths would silently be read at different resolutions.
     """
+    if mpp is not None:
+        if level is not None:
+            raise OptionError(
+                f"level={level!r} and mpp={mpp!r} both given for {src.display}: pass one "
+                "(mpp= chooses the level)"
+            )
+        return select_level(src, mpp=mpp)
     if level is None:
         return src.default
     n = len(src.levels)
+    if isinstance(level, str) and parse_magnification(level) is not None:
+        return select_level(src, magnification=parse_magnification(level))
     if isinstance(level, bool) or not isinstance(level, int | np.integer):
         raise OptionError(
             f"level={level!r} (a {type(level).__name__}) for {src.display}: pass an int "
-            f"from 0 (finest) to {n - 1}"
+            f"from 0 (finest) to {n - 1}, or a magnification such as '20x'"
         )
     if not 0 <= int(level) < n:
         names = ", ".join(lv.name or str(i) for i, lv in enumerate(src.levels))
@@ -323,7 +341,8 @@ def open_image(
     axes: str | Sequence[str] | None = None,
     data_group: str | int | None = None,
     roi: Any = None,
-    level: int | None = None,
+    level: int | str | None = None,
+    mpp: float | None = None,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Any = None,
 ) -> xr.DataArray:
@@ -346,10 +365,15 @@ def open_image(
         Region of interest in the stored array's axis order
         (``"(start,...):(length,...)"``; a length of -1 means to the end), or
         ``{dim: slice}``.
-    level : int, optional
+    level : int or str, optional
         Pyramid level, from 0 (the finest) to ``levels - 1``; overrides the
         level implied by ``data_group``. Negative levels are an error (not
-        counted from the end).
+        counted from the end). A magnification such as ``"20x"`` picks the
+        level as ``mpp`` does, from the objective power the file states.
+    mpp : float, optional
+        Wanted micrometres per pixel: the coarsest level whose pixel size is
+        at most ``mpp * 1.1`` is read (:mod:`zarrdask.io.level_select`);
+        nothing is resampled, the coordinates give the real pixel size.
     storage_options : mapping, optional
         fsspec options for URLs (``endpoint_url``, ``anon``, credentials).
     chunks : int, str, tuple or dict, optional
@@ -362,7 +386,8 @@ def open_image(
         Named dims (``t, c, z, y, x``; other letters lower-case), physical
         coordinates on spatial dims (each with attrs ``units`` and
         ``scale``), and attrs ``source``, ``reader``, ``data_group``,
-        ``level`` and ``levels`` (strings and ints only: the array writes
+        ``level``, ``levels`` and, when the file states it,
+        ``objective_power`` (strings and numbers only: the array writes
         with ``to_zarr`` / ``to_netcdf``). How to reopen it:
         :func:`zarrdask.io.recipe.recipe_of`.
 
@@ -374,8 +399,10 @@ def open_image(
     if isinstance(source, xr.DataArray):
         return _from_xarray(source, axes, roi, chunks)
     src = discover(source, data_group=data_group, storage_options=storage_options)
-    index = _check_level(src, level)
+    index = _check_level(src, level, mpp)
     open_kwargs = {"axes": axes, "data_group": data_group, "roi": roi, "level": level}
+    if mpp is not None:
+        open_kwargs["mpp"] = mpp
     return _level_dataarray(src, index, axes=axes, roi=roi, chunks=chunks, open_kwargs=open_kwargs)
 
 
