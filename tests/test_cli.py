@@ -28,6 +28,22 @@ def test_inspect_prints_dims_levels_chunks_and_scale(slide_v2):
     assert "scale (y: 0.5 micrometer, x: 0.5 micrometer)" in out.stdout
 
 
+def test_inspect_shows_mpp_objective_power_and_associated_images(tmp_path):
+    import wsi_files
+
+    path = tmp_path / "slide.svs"
+    wsi_files.write_svs(path, wsi_files.rgb_slide((512, 512), seed=21), mpp=0.25, app_mag=40,
+                        factors=(4,))
+    out = _run("inspect", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "objective power : 40x" in out.stdout
+    assert "associated images : thumbnail, label, macro" in out.stdout
+    lines = [line for line in out.stdout.splitlines() if line.strip().startswith("[")]
+    assert len(lines) == 2
+    assert "0.25 µm/px  40x" in lines[0]
+    assert "1 µm/px  10x" in lines[1]
+
+
 def test_inspect_bad_source_is_a_clear_error_not_a_traceback(tmp_path):
     out = _run("inspect", str(tmp_path / "missing.zarr"))
     assert out.returncode == 2

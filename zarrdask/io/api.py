@@ -437,7 +437,9 @@ def open_pyramid(
         One child node per level, named by the level's key in the source (or
         its index), each holding the level as the variable ``"image"`` with
         its own physical coordinates. ``tree.attrs["levels"]`` lists the
-        node names finest first.
+        node names finest first; ``tree.attrs["associated_images"]`` the
+        names of a slide's thumbnail/label/macro images, and
+        ``tree.attrs["objective_power"]`` is set when the file states it.
     """
     if isinstance(source, xr.DataArray):
         arr = _from_xarray(source, axes, roi, chunks)
@@ -463,5 +465,8 @@ def open_pyramid(
         nodes[node] = xr.Dataset({"image": arr})
         names.append(node)
     tree = xr.DataTree.from_dict(nodes, name="pyramid")
-    tree.attrs.update({"source": src.display, "levels": names, "reader": src.reader})
+    tree.attrs.update({"source": src.display, "levels": names, "reader": src.reader,
+                       "associated_images": list(src.associated)})
+    if src.objective_power:
+        tree.attrs["objective_power"] = float(src.objective_power)
     return tree
