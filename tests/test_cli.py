@@ -62,6 +62,36 @@ def test_grid_builds_a_table_on_a_local_cluster(slide_v3, tmp_path):
     assert table.equals(expected) and len(table) > 0
 
 
+@pytest.mark.timeout(300)
+def test_grid_patch_size_in_um_and_mpp(tmp_path):
+    import numpy as np
+    import wsi_files
+
+    base = wsi_files.rgb_slide((512, 512), seed=22)
+    fine, coarse = tmp_path / "fine.tif", tmp_path / "coarse.tif"
+    wsi_files.write_generic_pyramid(fine, base, mpp=0.25, compression="zlib", tile=128)
+    wsi_files.write_generic_pyramid(coarse, np.ascontiguousarray(base[::2, ::2]), mpp=0.5,
+                                    factors=(2,), compression="zlib", tile=128)
+    out_path = tmp_path / "um.parquet"
+    out = _run("grid", str(fine), str(coarse), "--patch-size", "64um", "--mpp", "0.5",
+               "--workers", "1", "--out", str(out_path), "--quiet")
+    assert out.returncode == 0, out.stderr
+    table = zd.read_table(out_path)
+    assert table.meta["grid"]["patch"] == {"y": 128, "x": 128}
+    assert [e["level"] for e in table.meta["images"]] == [1, 0]
+    assert table.equals(zd.build_table([fine, coarse], patch_size="64um", mpp=0.5))
+
+    svs = tmp_path / "slide.svs"
+    wsi_files.write_svs(svs, base, mpp=0.25, app_mag=40, factors=(2,))
+    out_path = tmp_path / "mag.parquet"
+    out = _run("grid", str(svs), "--patch-size", "32um,16um", "--level", "20x",
+               "--workers", "1", "--out", str(out_path), "--quiet")
+    assert out.returncode == 0, out.stderr
+    table = zd.read_table(out_path)
+    assert table.meta["images"][0]["level"] == 1
+    assert table.meta["grid"]["patch"] == {"y": 64, "x": 32}  # at 0.5 µm/px
+
+
 @pytest.mark.timeout(400)
 def test_demo_runs_the_main_job_end_to_end(tmp_path):
     out = _run("demo", "--workdir", str(tmp_path), "--size", "2048", "--workers", "1",
@@ -87,6 +117,11 @@ def _one_error_line(out: subprocess.CompletedProcess) -> str:
     (["--workers", "0"], "argument --workers: '0' is not an integer >= 1"),
     (["--patch-size", "abc"], "argument --patch-size: 'abc' is not a positive integer"),
     (["--pad", "-1"], "argument --pad"),
+    (["--patch-size", "64qm"], "argument --patch-size: '64qm' is not a positive integer"),
+    (["--patch-size", "64um,0"], "is not a length such as 128um or an integer >= 1"),
+    (["--level", "-1"], "argument --level: '-1' is not a level index"),
+    (["--mpp", "0"], "argument --mpp: '0' is not a positive number"),
+    (["--mpp", "0.5", "--level", "1"], "--level 1 and --mpp 0.5 both given"),
     (["--storage-options", "{anon: true"], "argument --storage-options: '{anon: true' is not valid JSON"),
     (["--storage-options", "\"anon\""], "argument --storage-options: '\"anon\"' is a JSON str"),
 ])

@@ -23,7 +23,7 @@ import xarray as xr
 
 from .._version import __version__
 from ..errors import GridParameterError, MaskError, TableError, ZarrdaskError
-from ..io.recipe import recipe_of
+from ..io.recipe import open_facts, recipe_of
 from ..table import (
     PatchTable,
     absolute_location,
@@ -41,6 +41,7 @@ from .geometry import (
     window_coverage,
 )
 from .graph import assemble, run_tasks, task_boxes
+from .physical import is_physical, physical_to_pixels
 from .sources import (
     as_list,
     digest,
@@ -146,9 +147,10 @@ def _full_image(image: xr.DataArray) -> xr.DataArray:
 def build_table(
     images: Any,
     *,
-    patch_size: int | Sequence[int] | Mapping[str, int],
-    stride: int | Sequence[int] | Mapping[str, int] | None = None,
-    pad: int | Sequence[int] | Mapping[str, int] | None = None,
+    patch_size: int | str | Sequence[int | str] | Mapping[str, int | str],
+    stride: int | str | Sequence[int | str] | Mapping[str, int | str] | None = None,
+    pad: int | str | Sequence[int | str] | Mapping[str, int | str] | None = None,
+    mpp: float | None = None,
     min_area: float = 1,
     masks: Any = None,
     labels: Any = None,
@@ -171,11 +173,17 @@ def build_table(
     images : source or list of sources
         Paths/URLs, in-memory arrays, ``xarray.DataArray`` objects, or specs
         (mappings with ``source`` and any :func:`zarrdask.open_image`
-        keyword: ``axes``, ``data_group``, ``roi``, ``level``,
+        keyword: ``axes``, ``data_group``, ``roi``, ``level``, ``mpp``,
         ``storage_options``).
-    patch_size, stride, pad : int, sequence or mapping
-        Patch geometry in pixels of the level that is read (see
+    patch_size, stride, pad : int, str, sequence or mapping
+        Patch geometry in pixels of the level that is read, or in
+        micrometres (``"128um"``, ``{"y": "64um", "x": "64um"}``) on images
+        with a physical scale (:mod:`zarrdask.grid.physical`; see
         ``docs/grid.md``); ``stride`` defaults to ``patch_size``, ``pad`` to 0.
+    mpp : float, optional
+        Read every image at this resolution (µm per pixel): the level is
+        chosen as ``open_image(..., mpp=)`` does. A spec with its own
+        ``level`` or ``mpp`` keeps it.
     min_area : float
         Below 1: the fraction of the patch window the mask must cover; from 1:
         the number of covered image pixels (default 1: any coverage).
@@ -239,7 +247,7 @@ def build_table(
     skipped: list[dict[str, str]] = []
     for index, item in enumerate(items):
         try:
-            opened.append((index, item, open_item(item)))
+            opened.append((index, item, open_item(item, mpp=mpp)))
         except ZarrdaskError as exc:
             if on_error == "raise":
                 raise type(exc)(f"image {index} ({item_name(item)}) of {len(items)}: {exc}") from exc
@@ -249,10 +257,17 @@ def build_table(
     if not opened:
         raise GridParameterError(f"none of the {len(items)} image(s) could be opened: {skipped}")
 
+    physical = is_physical(patch_size, stride, pad)
     specs = []
-    for _index, _item, image in opened:
+    for index, item, image in opened:
+        geometry = [patch_size, stride, pad]
+        if physical:
+            geometry = [physical_to_pixels(v, name, image=image, spatial_axes=spatial_axes,
+                                           mpp=mpp, what=f"image {index} ({item_name(item)})")
+                        for v, name in zip(geometry, ("patch_size", "stride", "pad"),
+                                           strict=True)]
         spec = normalize_grid_params(
-            patch_size, stride, pad, min_area=min_area, spatial_axes=spatial_axes,
+            *geometry, min_area=min_area, spatial_axes=spatial_axes,
             allow_incomplete_patches=allow_incomplete_patches,
             image_dims=[str(d) for d in image.dims], image_shape=image.shape,
         )
@@ -262,6 +277,8 @@ def build_table(
             "the images do not share the same spatial dims "
             f"({sorted({s.dims for s in specs})}); build one table per kind of image"
         )
+    if physical:
+        _check_same_pixels(specs, opened)
     grid = specs[0]
     params = {
         "grid": grid.to_dict(), "sampler": "blue-noise" if sampler != "grid" else "grid",
@@ -269,12 +286,16 @@ def build_table(
         "tissue_options": _tissue_params(tissue_options) if "tissue" in [
             m for m in mask_items if isinstance(m, str)] else {},
     }
+    if physical or mpp is not None:
+        params["physical"] = {"patch_size": _jsonable(patch_size), "stride": _jsonable(stride),
+                              "pad": _jsonable(pad), "mpp": mpp}
 
     # -- metadata and hash (no pixel is read) --
     entries, label_entries, mask_desc, prints = [], [], [], []
     for image_id, (index, item, image) in enumerate(opened):
         entry = source_entry(image, image_id=image_id)
         entry["index"] = index
+        entry["mpp"] = open_facts(image).get("mpp")
         entries.append(entry)
         prints.append(fingerprint(image))
         mask_item = mask_items[index]
@@ -358,6 +379,38 @@ def build_table(
     if cache is not None:
         table.to_parquet(cache)
     return table
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _check_same_pixels(specs: Sequence[GridSpec], opened: Sequence[tuple[int, Any, Any]]
+                       ) -> None:
+    """Lengths in µm must give every image the same patch in pixels: one
+    table has one patch shape (a batch stacks patches)."""
+    shapes = {}
+    for spec, (index, item, image) in zip(specs, opened, strict=True):
+        key = (tuple(sorted(spec.patch.items())), tuple(sorted(spec.stride.items())),
+               tuple(sorted(spec.pad.items())))
+        mpp = open_facts(image).get("mpp")
+        shapes.setdefault(key, []).append(
+            f"image {index} ({item_name(item)}): level {image.attrs.get('level', 0)}, "
+            f"{mpp if mpp is None else round(mpp, 4)} µm/px, patch {spec.patch}")
+    if len(shapes) > 1:
+        listing = "; ".join(line for lines in shapes.values() for line in lines[:3])
+        raise GridParameterError(
+            "the physical patch geometry gives the images different patch sizes in pixels "
+            f"({listing}), and one table holds one patch shape; pass mpp= so that every "
+            "image is read at the same resolution (a level within 10 % counts as it), or "
+            "build one table per resolution"
+        )
 
 
 def _absolute_item(item: Any) -> Any:

@@ -298,6 +298,19 @@ def _from_xarray(obj: xr.DataArray, axes, roi, chunks: Any = None) -> xr.DataArr
     return arr.isel(selection) if selection else arr
 
 
+def _check_single_resolution(arr: xr.DataArray, mpp: float) -> None:
+    """``mpp=`` on a DataArray (one resolution): it must not be coarser than asked."""
+    spatial = [str(d) for d in arr.dims if str(d) in ("y", "x")]
+    levels = [Level(name="", recipe=ArrayRecipe("memory", None), shape=arr.shape,
+                    dtype=arr.dtype, chunks=None,
+                    scale={d: float(arr[d].attrs.get("scale", 1.0)) for d in spatial
+                           if d in arr.coords},
+                    units={d: str(arr[d].attrs.get("units", "pixel")) for d in spatial
+                           if d in arr.coords})]
+    select_level(SourceLevels("memory", str(arr.attrs.get("source", "the DataArray")), levels),
+                 mpp=mpp)
+
+
 def _check_level(src: SourceLevels, level: int | str | None, mpp: float | None = None
                  ) -> int:
     """The index of ``level`` in ``src``: an int from 0 (finest) to n - 1, a
@@ -397,7 +410,10 @@ def open_image(
     RoiError, RemoteAccessError, OptionError
     """
     if isinstance(source, xr.DataArray):
-        return _from_xarray(source, axes, roi, chunks)
+        arr = _from_xarray(source, axes, roi, chunks)
+        if mpp is not None:
+            _check_single_resolution(arr, mpp)
+        return arr
     src = discover(source, data_group=data_group, storage_options=storage_options)
     index = _check_level(src, level, mpp)
     open_kwargs = {"axes": axes, "data_group": data_group, "roi": roi, "level": level}
