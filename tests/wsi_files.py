@@ -63,9 +63,10 @@ def write_svs(path: Path, base: np.ndarray, *, mpp: float = 0.499, app_mag: int 
 def write_generic_pyramid(path: Path, base: np.ndarray, *, mpp: float | None = 0.25,
                           unit: str = "CENTIMETER", factors: tuple[int, ...] = (2, 4),
                           tile: int = 128, compression: str | None = "jpeg",
-                          bigtiff: bool = False) -> list[np.ndarray]:
+                          bigtiff: bool = False, subifds: bool = True) -> list[np.ndarray]:
     """A generic pyramidal TIFF (no OME, no vendor description): level 0 with
-    its reductions as SubIFDs, the pixel size in the resolution tags
+    its reductions as SubIFDs (or, with ``subifds=False``, as the next
+    top-level pages, the layout OpenSlide reads), the pixel size in the resolution tags
     (``XResolution`` in pixels per ``unit``; None writes no resolution).
 
     Returns the levels written (``base[::f, ::f]``)."""
@@ -79,6 +80,6 @@ def write_generic_pyramid(path: Path, base: np.ndarray, *, mpp: float | None = 0
                 extra = {"resolution": (per_unit / (mpp * f),) * 2, "resolutionunit": unit}
             tif.write(level, tile=(tile, tile), photometric=photometric,
                       compression=compression, metadata=None,
-                      subifds=len(factors) if i == 0 else None,
+                      subifds=len(factors) if i == 0 and subifds else None,
                       subfiletype=1 if i else 0, **extra)
     return levels

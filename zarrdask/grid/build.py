@@ -141,7 +141,8 @@ def _full_image(image: xr.DataArray) -> xr.DataArray:
     kwargs["level"] = image.attrs.get("level")
     source = recipe.location if recipe.location is not None else recipe.obj
     return open_image(source, storage_options=recipe.storage_options, **{
-        k: v for k, v in kwargs.items() if k in ("axes", "data_group", "level") and v is not None})
+        k: v for k, v in kwargs.items()
+        if k in ("axes", "data_group", "level", "reader") and v is not None})
 
 
 def build_table(

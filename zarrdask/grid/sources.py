@@ -21,7 +21,8 @@ from ..io.recipe import open_facts, recipe_of
 
 __all__ = ["as_list", "open_item", "item_name", "fingerprint"]
 
-_OPEN_KEYS = ("axes", "data_group", "roi", "level", "mpp", "storage_options", "chunks")
+_OPEN_KEYS = ("axes", "data_group", "roi", "level", "mpp", "reader", "storage_options",
+              "chunks")
 
 
 def as_list(items: Any) -> list[Any]:

@@ -23,6 +23,7 @@ from ..roi import roi_to_selection
 from .level_select import level_magnification, level_mpp, parse_magnification, select_level
 from .levels import Level, SourceLevels
 from .location import check_storage_options, get_filesystem, protocol_of, remote_error
+from .openslide_reader import OPENSLIDE_EXTENSIONS, discover_openslide
 from .pil_reader import discover_pil, pil_extensions
 from .recipe import ArrayRecipe, LazyArray, open_facts, remember_opened
 from .tiff_reader import TIFF_EXTENSIONS, discover_tiff, is_tiff_magic
@@ -56,8 +57,12 @@ def _head(location: str, storage_options: Mapping[str, Any] | None) -> bytes:
         raise remote_error(location, storage_options, exc) from exc
 
 
+_READERS = (None, "auto", "openslide")
+
+
 def discover(source: Source, *, data_group: str | int | None = None,
-             storage_options: Mapping[str, Any] | None = None) -> SourceLevels:
+             storage_options: Mapping[str, Any] | None = None,
+             reader: str | None = None) -> SourceLevels:
     """Find the reader and the resolution levels of ``source``.
 
     Parameters
@@ -68,6 +73,10 @@ def discover(source: Source, *, data_group: str | int | None = None,
         Which image inside the source (zarr path, TIFF ``"series/level"``).
     storage_options : mapping, optional
         fsspec options for URLs.
+    reader : {None, "auto", "openslide"}, optional
+        ``"openslide"`` reads a slide file with OpenSlide even when another
+        reader could; by default the format decides (MRXS, VMS, VMU and
+        SVSLIDE go to OpenSlide).
 
     Returns
     -------
@@ -75,6 +84,9 @@ def discover(source: Source, *, data_group: str | int | None = None,
     """
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
+    if reader not in _READERS:
+        raise OptionError(f"reader={reader!r} is unknown; pass None (the format decides) or "
+                          "'openslide'")
     storage_options = check_storage_options(storage_options, source=source)
     if isinstance(source, zarr.Array | zarr.Group) or _is_zarr_store(source):
         return discover_zarr(source, data_group=data_group, storage_options=storage_options)
@@ -94,6 +106,9 @@ def discover(source: Source, *, data_group: str | int | None = None,
         raise SourceNotFoundError(
             f"{location} does not exist (working directory {os.getcwd()}); check the path"
         )
+    if reader == "openslide" or lower.endswith(OPENSLIDE_EXTENSIONS):
+        return discover_openslide(location, data_group=data_group,
+                                  storage_options=storage_options)
     if looks_like_zarr(location, storage_options):  # also any name ending in .zarr
         return discover_zarr(location, data_group=data_group, storage_options=storage_options)
     if not remote and os.path.isdir(location):
@@ -358,6 +373,7 @@ def open_image(
     mpp: float | None = None,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Any = None,
+    reader: str | None = None,
 ) -> xr.DataArray:
     """Open an image lazily as a dask-backed ``xarray.DataArray``.
 
@@ -392,6 +408,9 @@ def open_image(
     chunks : int, str, tuple or dict, optional
         Dask chunks (anything ``dask.array`` takes, or a dict by dim name such
         as ``{"y": 512, "x": 512}``); default: the storage chunks (or shards).
+    reader : {None, "openslide"}, optional
+        Force OpenSlide (``pip install zarrdask[openslide]``) for a slide
+        file; by default the format decides (see docs/readers.md).
 
     Returns
     -------
@@ -414,11 +433,14 @@ def open_image(
         if mpp is not None:
             _check_single_resolution(arr, mpp)
         return arr
-    src = discover(source, data_group=data_group, storage_options=storage_options)
+    src = discover(source, data_group=data_group, storage_options=storage_options,
+                   reader=reader)
     index = _check_level(src, level, mpp)
     open_kwargs = {"axes": axes, "data_group": data_group, "roi": roi, "level": level}
     if mpp is not None:
         open_kwargs["mpp"] = mpp
+    if reader is not None:
+        open_kwargs["reader"] = reader
     return _level_dataarray(src, index, axes=axes, roi=roi, chunks=chunks, open_kwargs=open_kwargs)
 
 
@@ -441,6 +463,7 @@ def open_pyramid(
     roi: Any = None,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Any = None,
+    reader: str | None = None,
 ) -> xr.DataTree:
     """Open every resolution level of an image as an ``xarray.DataTree``.
 
@@ -460,7 +483,8 @@ def open_pyramid(
     if isinstance(source, xr.DataArray):
         arr = _from_xarray(source, axes, roi, chunks)
         return xr.DataTree.from_dict({"0": xr.Dataset({"image": arr})}, name="pyramid")
-    src = discover(source, data_group=data_group, storage_options=storage_options)
+    src = discover(source, data_group=data_group, storage_options=storage_options,
+                   reader=reader)
     base = src.levels[0]
     base_dims = _resolve_dims(base, axes, src.display)
     roi_sel = roi_to_selection(roi, base_dims, base.shape, source=src.display)
@@ -468,7 +492,8 @@ def open_pyramid(
     names = []
     for i, lvl in enumerate(src.levels):
         arr = _level_dataarray(src, i, axes=axes, roi=None, chunks=chunks,
-                               open_kwargs={"axes": axes, "data_group": data_group, "level": i})
+                               open_kwargs={"axes": axes, "data_group": data_group, "level": i,
+                                            **({"reader": reader} if reader else {})})
         if roi_sel:
             selection = _scaled_roi(roi_sel, base, lvl, base_dims)
             facts = open_facts(arr)
