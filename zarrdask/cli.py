@@ -235,7 +235,9 @@ def _grid_table(args: argparse.Namespace, sources: list, client) -> object:
     from .grid.build import build_table
 
     masks = args.mask if args.mask not in (None, "none") else None
-    tissue = {"mask_scale": args.mask_scale} if masks == "tissue" else None
+    mask_mpp = getattr(args, "mask_mpp", None)
+    tissue = ({"mask_scale": args.mask_scale} if masks == "tissue" and mask_mpp is None
+              else None)
     specs = [
         {"source": s, "axes": args.axes, "data_group": args.data_group, "level": args.level,
          "storage_options": _storage_options(args.storage_options)}
@@ -244,7 +246,7 @@ def _grid_table(args: argparse.Namespace, sources: list, client) -> object:
     return build_table(
         specs, patch_size=_by_axis(args.patch_size), stride=_by_axis(args.stride),
         pad=_by_axis(args.pad),
-        mpp=getattr(args, "mpp", None), min_area=args.min_area, masks=masks, tissue_options=tissue,
+        mpp=getattr(args, "mpp", None), mask_mpp=mask_mpp, min_area=args.min_area, masks=masks, tissue_options=tissue,
         allow_incomplete_patches=args.allow_incomplete, sampler=args.sampler, seed=args.seed,
         client=client, progress=not args.quiet, on_error=args.on_error,
     )
@@ -350,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default=None, choices=["tissue", "none"], help="mask to apply")
     p.add_argument("--mask-scale", type=_positive_float, default=1 / 16,
                    help="tissue mask scale")
+    p.add_argument("--mask-mpp", type=_positive_float, default=None,
+                   help="tissue-mask resolution in um per pixel (instead of --mask-scale)")
     p.add_argument("--allow-incomplete", action="store_true", help="keep edge patches")
     p.add_argument("--sampler", default="grid", choices=["grid", "blue-noise"])
     p.add_argument("--seed", type=int, default=0, help="seed of random samplers")

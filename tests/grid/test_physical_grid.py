@@ -96,3 +96,47 @@ def test_mpp_on_an_in_memory_dataarray_is_checked_not_ignored(two_scans):
                                       ("128", None), ("um", None), ("-5um", None)])
 def test_parse_length(text, um):
     assert parse_length(text) == (pytest.approx(um) if um is not None else None)
+
+
+@pytest.fixture(scope="module")
+def tissue_scans(tmp_path_factory) -> tuple[Path, Path]:
+    """A round piece of tissue on a bright background, scanned at 0.25 and
+    at 0.5 µm/px, each with a pyramid."""
+    folder = tmp_path_factory.mktemp("tissue")
+    yy, xx = np.mgrid[0:1024, 0:1024]
+    image = np.full((1024, 1024, 3), 240, np.uint8)
+    image[(yy - 512) ** 2 + (xx - 512) ** 2 < 300 ** 2] = (120, 60, 140)
+    fine, coarse = folder / "fine.tif", folder / "coarse.tif"
+    wsi_files.write_generic_pyramid(fine, image, mpp=0.25, compression="zlib",
+                                    factors=(2, 4, 8, 16))
+    wsi_files.write_generic_pyramid(coarse, np.ascontiguousarray(image[::2, ::2]), mpp=0.5,
+                                    compression="zlib", factors=(2, 4, 8))
+    return fine, coarse
+
+
+def test_mask_mpp_gives_the_same_physical_tissue_mask_on_both_scans(tissue_scans):
+    fine, coarse = tissue_scans
+    table = zd.build_table([fine, coarse], patch_size="32um", mpp=0.5, masks="tissue",
+                           mask_mpp=8)
+    assert table.meta["mask_mpp"] == {"asked": 8.0, "images": [8.0, 8.0]}
+    starts = [_physical_starts(table, i, s) for i, s in ((0, 0.25), (1, 0.5))]
+    assert starts[0] == starts[1] and 0 < len(starts[0]) < (512 // 64) ** 2
+    # a fixed mask_scale gives each scan another physical mask resolution
+    fixed = zd.build_table([fine, coarse], patch_size="32um", mpp=0.5, masks="tissue")
+    assert "mask_mpp" not in fixed.meta
+
+
+def test_mask_mpp_errors(tissue_scans, tmp_path: Path):
+    fine, _ = tissue_scans
+    with pytest.raises(GridParameterError, match="both given"):
+        zd.build_table(fine, patch_size=64, masks="tissue", mask_mpp=8,
+                       tissue_options={"mask_scale": 0.1})
+    with pytest.raises(GridParameterError, match="finer than level 0"):
+        zd.build_table(fine, patch_size=64, masks="tissue", mask_mpp=0.1)
+    with pytest.raises(GridParameterError, match="positive number"):
+        zd.build_table(fine, patch_size=64, masks="tissue", mask_mpp=0)
+    pixels = tmp_path / "pixels.tif"
+    wsi_files.write_generic_pyramid(pixels, wsi_files.rgb_slide((256, 256), seed=34),
+                                    mpp=None, compression="zlib", tile=64)
+    with pytest.raises(GridParameterError, match="states no physical pixel size"):
+        zd.build_table(pixels, patch_size=64, masks="tissue", mask_mpp=8)

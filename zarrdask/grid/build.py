@@ -152,6 +152,7 @@ def build_table(
     stride: int | str | Sequence[int | str] | Mapping[str, int | str] | None = None,
     pad: int | str | Sequence[int | str] | Mapping[str, int | str] | None = None,
     mpp: float | None = None,
+    mask_mpp: float | None = None,
     min_area: float = 1,
     masks: Any = None,
     labels: Any = None,
@@ -185,6 +186,11 @@ def build_table(
         Read every image at this resolution (µm per pixel): the level is
         chosen as ``open_image(..., mpp=)`` does. A spec with its own
         ``level`` or ``mpp`` keeps it.
+    mask_mpp : float, optional
+        Resolution (µm per pixel) of the tissue masks (``masks="tissue"``):
+        each image's ``mask_scale`` becomes its level-0 µm/px divided by
+        ``mask_mpp``, so scans at 0.25 and 0.5 µm/px get the same physical
+        mask. Not with ``tissue_options["mask_scale"]``.
     min_area : float
         Below 1: the fraction of the patch window the mask must cover; from 1:
         the number of covered image pixels (default 1: any coverage).
@@ -287,6 +293,8 @@ def build_table(
         "tissue_options": _tissue_params(tissue_options) if "tissue" in [
             m for m in mask_items if isinstance(m, str)] else {},
     }
+    if mask_mpp is not None:
+        params["mask_mpp"] = _check_mask_mpp(mask_mpp, tissue_options)
     if physical or mpp is not None:
         params["physical"] = {"patch_size": _jsonable(patch_size), "stride": _jsonable(stride),
                               "pad": _jsonable(pad), "mpp": mpp}
@@ -314,6 +322,7 @@ def build_table(
 
     # -- the graph --
     tasks = []
+    mask_mpps: list[float | None] = [None] * len(opened)
     for image_id, (index, item, image) in enumerate(opened):
         spec = specs[image_id]
         dims = spec.dims
@@ -332,7 +341,12 @@ def build_table(
                 GridWarning, stacklevel=2)
             continue
         geo = {k: entry[k] for k in ("scale", "origin", "scale0", "origin0")}
-        mask = _resolve_mask(mask_items[index], image, item, tissue_options or {})
+        options = dict(tissue_options or {})
+        if mask_mpp is not None and mask_items[index] == "tissue":
+            options["mask_scale"] = _mask_scale_for(image, float(mask_mpp), index, item)
+        mask = _resolve_mask(mask_items[index], image, item, options)
+        if mask is not None and mask_mpp is not None and mask_items[index] == "tissue":
+            mask_mpps[image_id] = _mask_mpp_of(mask)
         mask_task = mask_scale = mask_org = None
         if mask is not None:
             data, mask_scale, mask_org = _mask_for_grid(mask, _full_image(image), dims,
@@ -371,6 +385,8 @@ def build_table(
         "images": entries,
         "modalities": {"images": entries, "labels": label_entries, "masks": mask_desc},
         "skipped": skipped,
+        **({"mask_mpp": {"asked": params["mask_mpp"], "images": mask_mpps}}
+           if mask_mpp is not None else {}),
         "inputs_hash": table_hash,
         "built_rows_hash": rows_digest(frame),
     }
@@ -380,6 +396,53 @@ def build_table(
     if cache is not None:
         table.to_parquet(cache)
     return table
+
+
+def _check_mask_mpp(mask_mpp: Any, tissue_options: Mapping[str, Any] | None) -> float:
+    if isinstance(mask_mpp, bool) or not isinstance(mask_mpp, int | float) or not (
+            np.isfinite(mask_mpp) and mask_mpp > 0):
+        raise GridParameterError(f"mask_mpp={mask_mpp!r}: pass a positive number of "
+                                 "micrometres per mask pixel, e.g. mask_mpp=8")
+    if "mask_scale" in (tissue_options or {}):
+        raise GridParameterError(
+            "mask_mpp and tissue_options['mask_scale'] both given; pass one (mask_mpp sets "
+            "each image's mask_scale from its resolution)")
+    return float(mask_mpp)
+
+
+def _mask_scale_for(image: xr.DataArray, mask_mpp: float, index: int, item: Any
+                    ) -> dict[str, float]:
+    """``mask_scale`` (mask pixels per level-0 pixel) giving ``mask_mpp`` µm per mask pixel."""
+    from ..io.level_select import micrometers
+
+    facts = open_facts(image)
+    scale0 = (facts.get("level0") or {}).get("scale") or {}
+    units = facts.get("units") or {}
+    out = {}
+    for d in ("y", "x"):
+        if d not in scale0:
+            continue
+        um = micrometers(scale0[d], units.get(d, "pixel"))
+        if um is None:
+            raise GridParameterError(
+                f"mask_mpp={mask_mpp} for image {index} ({item_name(item)}), which states no "
+                "physical pixel size; pass tissue_options={'mask_scale': ...} instead")
+        if um > mask_mpp:
+            raise GridParameterError(
+                f"mask_mpp={mask_mpp} is finer than level 0 of image {index} "
+                f"({item_name(item)}, {um:.4g} µm/px); pass mask_mpp >= {um:.4g}")
+        out[d] = um / mask_mpp
+    return out
+
+
+def _mask_mpp_of(mask: xr.DataArray) -> float | None:
+    """µm per pixel of a mask along x (from its coordinates), or None."""
+    from ..io.level_select import micrometers
+
+    coord = mask.coords.get("x")
+    if coord is None:
+        return None
+    return micrometers(coord.attrs.get("scale", 1.0), coord.attrs.get("units", "pixel"))
 
 
 def _jsonable(value: Any) -> Any:
