@@ -74,12 +74,15 @@ def test_grid_patch_size_in_um_and_mpp(tmp_path):
                                     factors=(2,), compression="zlib", tile=128)
     out_path = tmp_path / "um.parquet"
     out = _run("grid", str(fine), str(coarse), "--patch-size", "64um", "--mpp", "0.5",
+               "--mask", "tissue", "--mask-mpp", "8", "--min-area", "0",
                "--workers", "1", "--out", str(out_path), "--quiet")
     assert out.returncode == 0, out.stderr
     table = zd.read_table(out_path)
     assert table.meta["grid"]["patch"] == {"y": 128, "x": 128}
     assert [e["level"] for e in table.meta["images"]] == [1, 0]
-    assert table.equals(zd.build_table([fine, coarse], patch_size="64um", mpp=0.5))
+    assert table.meta["mask_mpp"] == {"asked": 8.0, "images": [8.0, 8.0]}
+    assert table.equals(zd.build_table([fine, coarse], patch_size="64um", mpp=0.5,
+                                       masks="tissue", mask_mpp=8, min_area=0))
 
     svs = tmp_path / "slide.svs"
     wsi_files.write_svs(svs, base, mpp=0.25, app_mag=40, factors=(2,))
@@ -121,6 +124,7 @@ def _one_error_line(out: subprocess.CompletedProcess) -> str:
     (["--patch-size", "64um,0"], "is not a length such as 128um or an integer >= 1"),
     (["--level", "-1"], "argument --level: '-1' is not a level index"),
     (["--mpp", "0"], "argument --mpp: '0' is not a positive number"),
+    (["--mask-mpp", "-2"], "argument --mask-mpp: '-2' is not a positive number"),
     (["--mpp", "0.5", "--level", "1"], "--level 1 and --mpp 0.5 both given"),
     (["--storage-options", "{anon: true"], "argument --storage-options: '{anon: true' is not valid JSON"),
     (["--storage-options", "\"anon\""], "argument --storage-options: '\"anon\"' is a JSON str"),
