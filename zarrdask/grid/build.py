@@ -41,7 +41,15 @@ from .geometry import (
     window_coverage,
 )
 from .graph import assemble, run_tasks, task_boxes
-from .physical import is_physical, physical_to_pixels
+from .physical import (
+    check_mask_mpp,
+    check_same_pixels,
+    is_physical,
+    jsonable,
+    mask_mpp_of,
+    mask_scale_for,
+    physical_to_pixels,
+)
 from .sources import (
     as_list,
     digest,
@@ -285,7 +293,7 @@ def build_table(
             f"({sorted({s.dims for s in specs})}); build one table per kind of image"
         )
     if physical:
-        _check_same_pixels(specs, opened)
+        check_same_pixels(specs, opened)
     grid = specs[0]
     params = {
         "grid": grid.to_dict(), "sampler": "blue-noise" if sampler != "grid" else "grid",
@@ -294,10 +302,10 @@ def build_table(
             m for m in mask_items if isinstance(m, str)] else {},
     }
     if mask_mpp is not None:
-        params["mask_mpp"] = _check_mask_mpp(mask_mpp, tissue_options)
+        params["mask_mpp"] = check_mask_mpp(mask_mpp, tissue_options)
     if physical or mpp is not None:
-        params["physical"] = {"patch_size": _jsonable(patch_size), "stride": _jsonable(stride),
-                              "pad": _jsonable(pad), "mpp": mpp}
+        params["physical"] = {"patch_size": jsonable(patch_size), "stride": jsonable(stride),
+                              "pad": jsonable(pad), "mpp": mpp}
 
     # -- metadata and hash (no pixel is read) --
     entries, label_entries, mask_desc, prints = [], [], [], []
@@ -343,10 +351,10 @@ def build_table(
         geo = {k: entry[k] for k in ("scale", "origin", "scale0", "origin0")}
         options = dict(tissue_options or {})
         if mask_mpp is not None and mask_items[index] == "tissue":
-            options["mask_scale"] = _mask_scale_for(image, float(mask_mpp), index, item)
+            options["mask_scale"] = mask_scale_for(image, float(mask_mpp), index, item)
         mask = _resolve_mask(mask_items[index], image, item, options)
         if mask is not None and mask_mpp is not None and mask_items[index] == "tissue":
-            mask_mpps[image_id] = _mask_mpp_of(mask)
+            mask_mpps[image_id] = mask_mpp_of(mask)
         mask_task = mask_scale = mask_org = None
         if mask is not None:
             data, mask_scale, mask_org = _mask_for_grid(mask, _full_image(image), dims,
@@ -396,85 +404,6 @@ def build_table(
     if cache is not None:
         table.to_parquet(cache)
     return table
-
-
-def _check_mask_mpp(mask_mpp: Any, tissue_options: Mapping[str, Any] | None) -> float:
-    if isinstance(mask_mpp, bool) or not isinstance(mask_mpp, int | float) or not (
-            np.isfinite(mask_mpp) and mask_mpp > 0):
-        raise GridParameterError(f"mask_mpp={mask_mpp!r}: pass a positive number of "
-                                 "micrometres per mask pixel, e.g. mask_mpp=8")
-    if "mask_scale" in (tissue_options or {}):
-        raise GridParameterError(
-            "mask_mpp and tissue_options['mask_scale'] both given; pass one (mask_mpp sets "
-            "each image's mask_scale from its resolution)")
-    return float(mask_mpp)
-
-
-def _mask_scale_for(image: xr.DataArray, mask_mpp: float, index: int, item: Any
-                    ) -> dict[str, float]:
-    """``mask_scale`` (mask pixels per level-0 pixel) giving ``mask_mpp`` µm per mask pixel."""
-    from ..io.level_select import micrometers
-
-    facts = open_facts(image)
-    scale0 = (facts.get("level0") or {}).get("scale") or {}
-    units = facts.get("units") or {}
-    out = {}
-    for d in ("y", "x"):
-        if d not in scale0:
-            continue
-        um = micrometers(scale0[d], units.get(d, "pixel"))
-        if um is None:
-            raise GridParameterError(
-                f"mask_mpp={mask_mpp} for image {index} ({item_name(item)}), which states no "
-                "physical pixel size; pass tissue_options={'mask_scale': ...} instead")
-        if um > mask_mpp:
-            raise GridParameterError(
-                f"mask_mpp={mask_mpp} is finer than level 0 of image {index} "
-                f"({item_name(item)}, {um:.4g} µm/px); pass mask_mpp >= {um:.4g}")
-        out[d] = um / mask_mpp
-    return out
-
-
-def _mask_mpp_of(mask: xr.DataArray) -> float | None:
-    """µm per pixel of a mask along x (from its coordinates), or None."""
-    from ..io.level_select import micrometers
-
-    coord = mask.coords.get("x")
-    if coord is None:
-        return None
-    return micrometers(coord.attrs.get("scale", 1.0), coord.attrs.get("units", "pixel"))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def _check_same_pixels(specs: Sequence[GridSpec], opened: Sequence[tuple[int, Any, Any]]
-                       ) -> None:
-    """Lengths in µm must give every image the same patch in pixels: one
-    table has one patch shape (a batch stacks patches)."""
-    shapes = {}
-    for spec, (index, item, image) in zip(specs, opened, strict=True):
-        key = (tuple(sorted(spec.patch.items())), tuple(sorted(spec.stride.items())),
-               tuple(sorted(spec.pad.items())))
-        mpp = open_facts(image).get("mpp")
-        shapes.setdefault(key, []).append(
-            f"image {index} ({item_name(item)}): level {image.attrs.get('level', 0)}, "
-            f"{mpp if mpp is None else round(mpp, 4)} µm/px, patch {spec.patch}")
-    if len(shapes) > 1:
-        listing = "; ".join(line for lines in shapes.values() for line in lines[:3])
-        raise GridParameterError(
-            "the physical patch geometry gives the images different patch sizes in pixels "
-            f"({listing}), and one table holds one patch shape; pass mpp= so that every "
-            "image is read at the same resolution (a level within 10 % counts as it), or "
-            "build one table per resolution"
-        )
 
 
 def _absolute_item(item: Any) -> Any:

@@ -22,8 +22,12 @@ import xarray as xr
 
 from ..errors import GridParameterError
 from ..io.level_select import MPP_TOLERANCE, micrometers
+from ..io.recipe import open_facts
+from .geometry import GridSpec
+from .sources import item_name
 
-__all__ = ["is_physical", "physical_to_pixels", "parse_length"]
+__all__ = ["is_physical", "physical_to_pixels", "parse_length", "check_same_pixels",
+           "check_mask_mpp", "mask_scale_for", "mask_mpp_of", "jsonable"]
 
 _LENGTH = re.compile(
     r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(um|µm|μm|microns?|micrometers?|micrometres?|mm|nm)\s*$",
@@ -133,3 +137,78 @@ def physical_to_pixels(value: Any, name: str, *, image: xr.DataArray, spatial_ax
             return value  # the pixel checks report the length mismatch
         return [one(v, a) for v, a in zip(items, axes, strict=True)]
     return value
+
+
+def check_mask_mpp(mask_mpp: Any, tissue_options: Mapping[str, Any] | None) -> float:
+    if isinstance(mask_mpp, bool) or not isinstance(mask_mpp, int | float) or not (
+            np.isfinite(mask_mpp) and mask_mpp > 0):
+        raise GridParameterError(f"mask_mpp={mask_mpp!r}: pass a positive number of "
+                                 "micrometres per mask pixel, e.g. mask_mpp=8")
+    if "mask_scale" in (tissue_options or {}):
+        raise GridParameterError(
+            "mask_mpp and tissue_options['mask_scale'] both given; pass one (mask_mpp sets "
+            "each image's mask_scale from its resolution)")
+    return float(mask_mpp)
+
+
+def mask_scale_for(image: xr.DataArray, mask_mpp: float, index: int, item: Any
+                    ) -> dict[str, float]:
+    """``mask_scale`` (mask pixels per level-0 pixel) giving ``mask_mpp`` µm per mask pixel."""
+    facts = open_facts(image)
+    scale0 = (facts.get("level0") or {}).get("scale") or {}
+    units = facts.get("units") or {}
+    out = {}
+    for d in ("y", "x"):
+        if d not in scale0:
+            continue
+        um = micrometers(scale0[d], units.get(d, "pixel"))
+        if um is None:
+            raise GridParameterError(
+                f"mask_mpp={mask_mpp} for image {index} ({item_name(item)}), which states no "
+                "physical pixel size; pass tissue_options={'mask_scale': ...} instead")
+        if um > mask_mpp:
+            raise GridParameterError(
+                f"mask_mpp={mask_mpp} is finer than level 0 of image {index} "
+                f"({item_name(item)}, {um:.4g} µm/px); pass mask_mpp >= {um:.4g}")
+        out[d] = um / mask_mpp
+    return out
+
+
+def mask_mpp_of(mask: xr.DataArray) -> float | None:
+    """µm per pixel of a mask along x (from its coordinates), or None."""
+    coord = mask.coords.get("x")
+    if coord is None:
+        return None
+    return micrometers(coord.attrs.get("scale", 1.0), coord.attrs.get("units", "pixel"))
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def check_same_pixels(specs: Sequence[GridSpec], opened: Sequence[tuple[int, Any, Any]]
+                       ) -> None:
+    """Lengths in µm must give every image the same patch in pixels: one
+    table has one patch shape (a batch stacks patches)."""
+    shapes = {}
+    for spec, (index, item, image) in zip(specs, opened, strict=True):
+        key = (tuple(sorted(spec.patch.items())), tuple(sorted(spec.stride.items())),
+               tuple(sorted(spec.pad.items())))
+        mpp = open_facts(image).get("mpp")
+        shapes.setdefault(key, []).append(
+            f"image {index} ({item_name(item)}): level {image.attrs.get('level', 0)}, "
+            f"{mpp if mpp is None else round(mpp, 4)} µm/px, patch {spec.patch}")
+    if len(shapes) > 1:
+        listing = "; ".join(line for lines in shapes.values() for line in lines[:3])
+        raise GridParameterError(
+            "the physical patch geometry gives the images different patch sizes in pixels "
+            f"({listing}), and one table holds one patch shape; pass mpp= so that every "
+            "image is read at the same resolution (a level within 10 % counts as it), or "
+            "build one table per resolution"
+        )
