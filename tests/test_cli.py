@@ -28,6 +28,22 @@ def test_inspect_prints_dims_levels_chunks_and_scale(slide_v2):
     assert "scale (y: 0.5 micrometer, x: 0.5 micrometer)" in out.stdout
 
 
+def test_inspect_shows_mpp_objective_power_and_associated_images(tmp_path):
+    import wsi_files
+
+    path = tmp_path / "slide.svs"
+    wsi_files.write_svs(path, wsi_files.rgb_slide((512, 512), seed=21), mpp=0.25, app_mag=40,
+                        factors=(4,))
+    out = _run("inspect", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "objective power : 40x" in out.stdout
+    assert "associated images : thumbnail, label, macro" in out.stdout
+    lines = [line for line in out.stdout.splitlines() if line.strip().startswith("[")]
+    assert len(lines) == 2
+    assert "0.25 µm/px  40x" in lines[0]
+    assert "1 µm/px  10x" in lines[1]
+
+
 def test_inspect_bad_source_is_a_clear_error_not_a_traceback(tmp_path):
     out = _run("inspect", str(tmp_path / "missing.zarr"))
     assert out.returncode == 2
@@ -44,6 +60,39 @@ def test_grid_builds_a_table_on_a_local_cluster(slide_v3, tmp_path):
     table = zd.read_table(out_path)
     expected = zd.build_table(slide_v3, patch_size=256, masks="tissue", min_area=0.5)
     assert table.equals(expected) and len(table) > 0
+
+
+@pytest.mark.timeout(300)
+def test_grid_patch_size_in_um_and_mpp(tmp_path):
+    import numpy as np
+    import wsi_files
+
+    base = wsi_files.rgb_slide((512, 512), seed=22)
+    fine, coarse = tmp_path / "fine.tif", tmp_path / "coarse.tif"
+    wsi_files.write_generic_pyramid(fine, base, mpp=0.25, compression="zlib", tile=128)
+    wsi_files.write_generic_pyramid(coarse, np.ascontiguousarray(base[::2, ::2]), mpp=0.5,
+                                    factors=(2,), compression="zlib", tile=128)
+    out_path = tmp_path / "um.parquet"
+    out = _run("grid", str(fine), str(coarse), "--patch-size", "64um", "--mpp", "0.5",
+               "--mask", "tissue", "--mask-mpp", "8", "--min-area", "0",
+               "--workers", "1", "--out", str(out_path), "--quiet")
+    assert out.returncode == 0, out.stderr
+    table = zd.read_table(out_path)
+    assert table.meta["grid"]["patch"] == {"y": 128, "x": 128}
+    assert [e["level"] for e in table.meta["images"]] == [1, 0]
+    assert table.meta["mask_mpp"] == {"asked": 8.0, "images": [8.0, 8.0]}
+    assert table.equals(zd.build_table([fine, coarse], patch_size="64um", mpp=0.5,
+                                       masks="tissue", mask_mpp=8, min_area=0))
+
+    svs = tmp_path / "slide.svs"
+    wsi_files.write_svs(svs, base, mpp=0.25, app_mag=40, factors=(2,))
+    out_path = tmp_path / "mag.parquet"
+    out = _run("grid", str(svs), "--patch-size", "32um,16um", "--level", "20x",
+               "--workers", "1", "--out", str(out_path), "--quiet")
+    assert out.returncode == 0, out.stderr
+    table = zd.read_table(out_path)
+    assert table.meta["images"][0]["level"] == 1
+    assert table.meta["grid"]["patch"] == {"y": 64, "x": 32}  # at 0.5 µm/px
 
 
 @pytest.mark.timeout(400)
@@ -71,6 +120,12 @@ def _one_error_line(out: subprocess.CompletedProcess) -> str:
     (["--workers", "0"], "argument --workers: '0' is not an integer >= 1"),
     (["--patch-size", "abc"], "argument --patch-size: 'abc' is not a positive integer"),
     (["--pad", "-1"], "argument --pad"),
+    (["--patch-size", "64qm"], "argument --patch-size: '64qm' is not a positive integer"),
+    (["--patch-size", "64um,0"], "is not a length such as 128um or an integer >= 1"),
+    (["--level", "-1"], "argument --level: '-1' is not a level index"),
+    (["--mpp", "0"], "argument --mpp: '0' is not a positive number"),
+    (["--mask-mpp", "-2"], "argument --mask-mpp: '-2' is not a positive number"),
+    (["--mpp", "0.5", "--level", "1"], "--level 1 and --mpp 0.5 both given"),
     (["--storage-options", "{anon: true"], "argument --storage-options: '{anon: true' is not valid JSON"),
     (["--storage-options", "\"anon\""], "argument --storage-options: '\"anon\"' is a JSON str"),
 ])

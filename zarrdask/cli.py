@@ -60,6 +60,53 @@ def _int_list(minimum: int):
     return parse
 
 
+def _size_list(minimum: int):
+    """Like :func:`_int_list`, but each entry may also be a length in
+    micrometres (``128um``, ``64um,64um``, ``0.128mm``)."""
+    ints = _int_list(minimum)
+
+    def parse(text: str) -> int | str | list[int | str]:
+        from .grid.physical import parse_length
+
+        parts = [v.strip() for v in str(text).split(",")]
+        if not any(parse_length(p) is not None for p in parts):
+            return ints(text)
+        values: list[int | str] = []
+        for part in parts:
+            length = parse_length(part)
+            if length is not None and (length > 0 or minimum == 0):
+                values.append(part)
+                continue
+            try:
+                number = int(part)
+            except ValueError:
+                number = minimum - 1
+            if number < minimum:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r}: {part!r} is not a length such as 128um or an integer >= "
+                    f"{minimum}")
+            values.append(number)
+        return values[0] if len(values) == 1 else values
+
+    return parse
+
+
+def _level(text: str) -> int | str:
+    """A level index (``1``) or a magnification (``20x``)."""
+    from .io.level_select import parse_magnification
+
+    if parse_magnification(text) is not None:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a level index (0 is the finest) or a magnification such as 20x")
+    return value
+
+
 def _at_least(minimum: int):
     def parse(text: str) -> int:
         try:
@@ -176,19 +223,30 @@ class _Cluster:
             self.cluster.close()
 
 
+def _by_axis(value: object) -> object:
+    """``256,128`` as ``{"y": 256, "x": 128}`` (three values: z, y, x): a
+    list on the command line names the last spatial axes."""
+    if isinstance(value, list) and 2 <= len(value) <= 3:
+        return dict(zip("zyx"[-len(value):], value, strict=True))
+    return value
+
+
 def _grid_table(args: argparse.Namespace, sources: list, client) -> object:
     from .grid.build import build_table
 
     masks = args.mask if args.mask not in (None, "none") else None
-    tissue = {"mask_scale": args.mask_scale} if masks == "tissue" else None
+    mask_mpp = getattr(args, "mask_mpp", None)
+    tissue = ({"mask_scale": args.mask_scale} if masks == "tissue" and mask_mpp is None
+              else None)
     specs = [
         {"source": s, "axes": args.axes, "data_group": args.data_group, "level": args.level,
          "storage_options": _storage_options(args.storage_options)}
         for s in sources
     ]
     return build_table(
-        specs, patch_size=args.patch_size, stride=args.stride, pad=args.pad,
-        min_area=args.min_area, masks=masks, tissue_options=tissue,
+        specs, patch_size=_by_axis(args.patch_size), stride=_by_axis(args.stride),
+        pad=_by_axis(args.pad),
+        mpp=getattr(args, "mpp", None), mask_mpp=mask_mpp, min_area=args.min_area, masks=masks, tissue_options=tissue,
         allow_incomplete_patches=args.allow_incomplete, sampler=args.sampler, seed=args.seed,
         client=client, progress=not args.quiet, on_error=args.on_error,
     )
@@ -197,6 +255,11 @@ def _grid_table(args: argparse.Namespace, sources: list, client) -> object:
 def _cmd_grid(args: argparse.Namespace) -> int:
     from .table_files import check_writable
 
+    if args.level is not None and args.mpp is not None:
+        from .errors import OptionError
+
+        raise OptionError(f"--level {args.level} and --mpp {args.mpp:g} both given; pass one "
+                          "(--mpp chooses the level of each slide)")
     check_writable(args.out)  # before any compute, naming --out
     with _Cluster(args.scheduler, args.workers, args.threads,
                   wait_workers=args.wait_workers) as client:
@@ -288,21 +351,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grid", help="build a coordinate table (Parquet) on a dask cluster")
     p.add_argument("sources", nargs="+", help="image paths or URLs")
-    p.add_argument("--patch-size", type=_int_list(1), required=True, help="e.g. 256 or 256,256")
-    p.add_argument("--stride", type=_int_list(1), default=None, help="default: the patch size")
-    p.add_argument("--pad", type=_int_list(0), default=None,
+    p.add_argument("--patch-size", type=_size_list(1), required=True,
+                   help="pixels (256 or 256,256) or micrometres (128um or 64um,64um)")
+    p.add_argument("--stride", type=_size_list(1), default=None,
+                   help="default: the patch size (pixels or um, like --patch-size)")
+    p.add_argument("--pad", type=_size_list(0), default=None,
                    help="pixels added on each side at read time")
     p.add_argument("--min-area", type=_min_area, default=1,
                    help="fraction (<1) or pixel count (>=1)")
     p.add_argument("--mask", default=None, choices=["tissue", "none"], help="mask to apply")
     p.add_argument("--mask-scale", type=_positive_float, default=1 / 16,
                    help="tissue mask scale")
+    p.add_argument("--mask-mpp", type=_positive_float, default=None,
+                   help="tissue-mask resolution in um per pixel (instead of --mask-scale)")
     p.add_argument("--allow-incomplete", action="store_true", help="keep edge patches")
     p.add_argument("--sampler", default="grid", choices=["grid", "blue-noise"])
     p.add_argument("--seed", type=int, default=0, help="seed of random samplers")
     p.add_argument("--axes", default=None, help="axes of the stored arrays, e.g. YXC")
     p.add_argument("--data-group", default=None, help="zarr path or TIFF 'series/level'")
-    p.add_argument("--level", type=int, default=None, help="pyramid level to read")
+    p.add_argument("--level", type=_level, default=None,
+                   help="pyramid level to read: an index, or a magnification such as 20x")
+    p.add_argument("--mpp", type=_positive_float, default=None,
+                   help="read the level closest to (not coarser than) this many um per pixel")
     p.add_argument("--storage-options", type=_storage_options, default=None,
                    help="fsspec options as a JSON object")
     p.add_argument("--on-error", default="raise", choices=["raise", "skip"])

@@ -15,8 +15,9 @@ def _fmt_chunks(arr: xr.DataArray) -> str:
 
 
 def describe_pyramid(tree: xr.DataTree) -> str:
-    """A few lines naming the source, dims, and per level shape, chunks and
-    physical scale."""
+    """A few lines naming the source, dims, objective power, associated
+    images, and per level shape, chunks, physical scale, µm/px and
+    magnification."""
     names = tree.attrs.get("levels", list(tree.children))
     first = tree[names[0]]["image"]
     lines = [
@@ -26,6 +27,10 @@ def describe_pyramid(tree: xr.DataTree) -> str:
         f"dtype  : {first.dtype}",
         f"levels : {len(names)}",
     ]
+    power = tree.attrs.get("objective_power")
+    lines.append(f"objective power : {power:g}x" if power else "objective power : not stated")
+    associated = tree.attrs.get("associated_images") or []
+    lines.append(f"associated images : {', '.join(associated) if associated else 'none'}")
     for i, name in enumerate(names):
         arr = tree[name]["image"]
         shape = ", ".join(f"{d}: {n}" for d, n in zip(arr.dims, arr.shape, strict=True))
@@ -33,5 +38,8 @@ def describe_pyramid(tree: xr.DataTree) -> str:
         scale = facts.get("scale", {})
         units = facts.get("units", {})
         phys = ", ".join(f"{d}: {s:g} {units.get(d, '')}".rstrip() for d, s in scale.items())
-        lines.append(f"  [{i}] {name:>6}  shape ({shape})  chunks {_fmt_chunks(arr)}  scale ({phys})")
+        mpp, mag = facts.get("mpp"), facts.get("magnification")
+        extra = (f"  {mpp:.4g} µm/px" if mpp else "") + (f"  {mag:.3g}x" if mag else "")
+        lines.append(f"  [{i}] {name:>6}  shape ({shape})  chunks {_fmt_chunks(arr)}  "
+                     f"scale ({phys}){extra}")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ import xarray as xr
 
 from .._version import __version__
 from ..errors import GridParameterError, MaskError, TableError, ZarrdaskError
-from ..io.recipe import recipe_of
+from ..io.recipe import open_facts, recipe_of
 from ..masks.class_coverage import add_class_coverage, table_class_map
 from ..table import (
     PatchTable,
@@ -42,6 +42,15 @@ from .geometry import (
     window_coverage,
 )
 from .graph import assemble, run_tasks, task_boxes
+from .physical import (
+    check_mask_mpp,
+    check_same_pixels,
+    is_physical,
+    jsonable,
+    mask_mpp_of,
+    mask_scale_for,
+    physical_to_pixels,
+)
 from .sources import (
     _stat_stamp,
     as_list,
@@ -142,15 +151,18 @@ def _full_image(image: xr.DataArray) -> xr.DataArray:
     kwargs["level"] = image.attrs.get("level")
     source = recipe.location if recipe.location is not None else recipe.obj
     return open_image(source, storage_options=recipe.storage_options, **{
-        k: v for k, v in kwargs.items() if k in ("axes", "data_group", "level") and v is not None})
+        k: v for k, v in kwargs.items()
+        if k in ("axes", "data_group", "level", "reader") and v is not None})
 
 
 def build_table(
     images: Any,
     *,
-    patch_size: int | Sequence[int] | Mapping[str, int],
-    stride: int | Sequence[int] | Mapping[str, int] | None = None,
-    pad: int | Sequence[int] | Mapping[str, int] | None = None,
+    patch_size: int | str | Sequence[int | str] | Mapping[str, int | str],
+    stride: int | str | Sequence[int | str] | Mapping[str, int | str] | None = None,
+    pad: int | str | Sequence[int | str] | Mapping[str, int | str] | None = None,
+    mpp: float | None = None,
+    mask_mpp: float | None = None,
     min_area: float = 1,
     masks: Any = None,
     labels: Any = None,
@@ -173,11 +185,22 @@ def build_table(
     images : source or list of sources
         Paths/URLs, in-memory arrays, ``xarray.DataArray`` objects, or specs
         (mappings with ``source`` and any :func:`zarrdask.open_image`
-        keyword: ``axes``, ``data_group``, ``roi``, ``level``,
+        keyword: ``axes``, ``data_group``, ``roi``, ``level``, ``mpp``,
         ``storage_options``).
-    patch_size, stride, pad : int, sequence or mapping
-        Patch geometry in pixels of the level that is read (see
+    patch_size, stride, pad : int, str, sequence or mapping
+        Patch geometry in pixels of the level that is read, or in
+        micrometres (``"128um"``, ``{"y": "64um", "x": "64um"}``) on images
+        with a physical scale (:mod:`zarrdask.grid.physical`; see
         ``docs/grid.md``); ``stride`` defaults to ``patch_size``, ``pad`` to 0.
+    mpp : float, optional
+        Read every image at this resolution (µm per pixel): the level is
+        chosen as ``open_image(..., mpp=)`` does. A spec with its own
+        ``level`` or ``mpp`` keeps it.
+    mask_mpp : float, optional
+        Resolution (µm per pixel) of the tissue masks (``masks="tissue"``):
+        each image's ``mask_scale`` becomes its level-0 µm/px divided by
+        ``mask_mpp``, so scans at 0.25 and 0.5 µm/px get the same physical
+        mask. Not with ``tissue_options["mask_scale"]``.
     min_area : float
         Below 1: the fraction of the patch window the mask must cover; from 1:
         the number of covered image pixels (default 1: any coverage).
@@ -241,7 +264,7 @@ def build_table(
     skipped: list[dict[str, str]] = []
     for index, item in enumerate(items):
         try:
-            opened.append((index, item, open_item(item)))
+            opened.append((index, item, open_item(item, mpp=mpp)))
         except ZarrdaskError as exc:
             if on_error == "raise":
                 raise type(exc)(f"image {index} ({item_name(item)}) of {len(items)}: {exc}") from exc
@@ -251,10 +274,17 @@ def build_table(
     if not opened:
         raise GridParameterError(f"none of the {len(items)} image(s) could be opened: {skipped}")
 
+    physical = is_physical(patch_size, stride, pad)
     specs = []
-    for _index, _item, image in opened:
+    for index, item, image in opened:
+        geometry = [patch_size, stride, pad]
+        if physical:
+            geometry = [physical_to_pixels(v, name, image=image, spatial_axes=spatial_axes,
+                                           mpp=mpp, what=f"image {index} ({item_name(item)})")
+                        for v, name in zip(geometry, ("patch_size", "stride", "pad"),
+                                           strict=True)]
         spec = normalize_grid_params(
-            patch_size, stride, pad, min_area=min_area, spatial_axes=spatial_axes,
+            *geometry, min_area=min_area, spatial_axes=spatial_axes,
             allow_incomplete_patches=allow_incomplete_patches,
             image_dims=[str(d) for d in image.dims], image_shape=image.shape,
         )
@@ -264,6 +294,8 @@ def build_table(
             "the images do not share the same spatial dims "
             f"({sorted({s.dims for s in specs})}); build one table per kind of image"
         )
+    if physical:
+        check_same_pixels(specs, opened)
     grid = specs[0]
     params = {
         "grid": grid.to_dict(), "sampler": "blue-noise" if sampler != "grid" else "grid",
@@ -271,12 +303,18 @@ def build_table(
         "tissue_options": _tissue_params(tissue_options) if "tissue" in [
             m for m in mask_items if isinstance(m, str)] else {},
     }
+    if mask_mpp is not None:
+        params["mask_mpp"] = check_mask_mpp(mask_mpp, tissue_options)
+    if physical or mpp is not None:
+        params["physical"] = {"patch_size": jsonable(patch_size), "stride": jsonable(stride),
+                              "pad": jsonable(pad), "mpp": mpp}
 
     # -- metadata and hash (no pixel is read) --
     entries, label_entries, mask_desc, prints = [], [], [], []
     for image_id, (index, item, image) in enumerate(opened):
         entry = source_entry(image, image_id=image_id)
         entry["index"] = index
+        entry["mpp"] = open_facts(image).get("mpp")
         entries.append(entry)
         prints.append(fingerprint(image))
         mask_item = mask_items[index]
@@ -295,6 +333,7 @@ def build_table(
 
     # -- the graph --
     tasks = []
+    mask_mpps: list[float | None] = [None] * len(opened)
     for image_id, (index, item, image) in enumerate(opened):
         spec = specs[image_id]
         dims = spec.dims
@@ -313,7 +352,12 @@ def build_table(
                 GridWarning, stacklevel=2)
             continue
         geo = {k: entry[k] for k in ("scale", "origin", "scale0", "origin0")}
-        mask = _resolve_mask(mask_items[index], image, item, tissue_options or {})
+        options = dict(tissue_options or {})
+        if mask_mpp is not None and mask_items[index] == "tissue":
+            options["mask_scale"] = mask_scale_for(image, float(mask_mpp), index, item)
+        mask = _resolve_mask(mask_items[index], image, item, options)
+        if mask is not None and mask_mpp is not None and mask_items[index] == "tissue":
+            mask_mpps[image_id] = mask_mpp_of(mask)
         mask_task = mask_scale = mask_org = None
         if mask is not None:
             data, mask_scale, mask_org = _mask_for_grid(mask, _full_image(image), dims,
@@ -354,6 +398,8 @@ def build_table(
         "modalities": {"images": entries, "labels": label_entries, "masks": mask_desc},
         "label_classes": label_classes,
         "skipped": skipped,
+        **({"mask_mpp": {"asked": params["mask_mpp"], "images": mask_mpps}}
+           if mask_mpp is not None else {}),
         "inputs_hash": table_hash,
         "built_rows_hash": rows_digest(frame),
     }

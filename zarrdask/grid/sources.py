@@ -21,7 +21,8 @@ from ..io.recipe import open_facts, recipe_of
 
 __all__ = ["as_list", "open_item", "item_name", "fingerprint"]
 
-_OPEN_KEYS = ("axes", "data_group", "roi", "level", "storage_options", "chunks")
+_OPEN_KEYS = ("axes", "data_group", "roi", "level", "mpp", "reader", "storage_options",
+              "chunks")
 
 
 def as_list(items: Any) -> list[Any]:
@@ -57,8 +58,10 @@ def item_source_and_options(item: Any) -> tuple[Any, dict[str, Any]]:
     return source, kwargs
 
 
-def open_item(item: Any, *, like: xr.DataArray | None = None) -> xr.DataArray:
-    """Open one image item with :func:`zarrdask.open_image`; with ``like``
+def open_item(item: Any, *, like: xr.DataArray | None = None,
+              mpp: float | None = None) -> xr.DataArray:
+    """Open one image item with :func:`zarrdask.open_image`; ``mpp`` applies
+    unless the item's spec names its own ``level`` or ``mpp``. With ``like``
     (the image), annotations (GeoJSON, shapely) are rasterised in its space
     (:func:`zarrdask.masks.annotations.rasterize_annotations`)."""
     if like is not None:
@@ -67,6 +70,8 @@ def open_item(item: Any, *, like: xr.DataArray | None = None) -> xr.DataArray:
         if is_annotations(item):
             return rasterize_annotations(item, like=like)
     source, kwargs = item_source_and_options(item)
+    if mpp is not None and "level" not in kwargs and "mpp" not in kwargs:
+        kwargs["mpp"] = mpp
     return open_image(source, **kwargs)
 
 

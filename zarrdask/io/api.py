@@ -20,8 +20,10 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from ..roi import roi_to_selection
+from .level_select import level_magnification, level_mpp, parse_magnification, select_level
 from .levels import Level, SourceLevels
 from .location import check_storage_options, get_filesystem, protocol_of, remote_error
+from .openslide_reader import OPENSLIDE_EXTENSIONS, discover_openslide
 from .pil_reader import discover_pil, pil_extensions
 from .recipe import ArrayRecipe, LazyArray, open_facts, remember_opened
 from .tiff_reader import TIFF_EXTENSIONS, discover_tiff, is_tiff_magic
@@ -55,8 +57,12 @@ def _head(location: str, storage_options: Mapping[str, Any] | None) -> bytes:
         raise remote_error(location, storage_options, exc) from exc
 
 
+_READERS = (None, "auto", "openslide")
+
+
 def discover(source: Source, *, data_group: str | int | None = None,
-             storage_options: Mapping[str, Any] | None = None) -> SourceLevels:
+             storage_options: Mapping[str, Any] | None = None,
+             reader: str | None = None) -> SourceLevels:
     """Find the reader and the resolution levels of ``source``.
 
     Parameters
@@ -67,6 +73,10 @@ def discover(source: Source, *, data_group: str | int | None = None,
         Which image inside the source (zarr path, TIFF ``"series/level"``).
     storage_options : mapping, optional
         fsspec options for URLs.
+    reader : {None, "auto", "openslide"}, optional
+        ``"openslide"`` reads a slide file with OpenSlide even when another
+        reader could; by default the format decides (MRXS, VMS, VMU and
+        SVSLIDE go to OpenSlide).
 
     Returns
     -------
@@ -74,6 +84,9 @@ def discover(source: Source, *, data_group: str | int | None = None,
     """
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
+    if reader not in _READERS:
+        raise OptionError(f"reader={reader!r} is unknown; pass None (the format decides) or "
+                          "'openslide'")
     storage_options = check_storage_options(storage_options, source=source)
     if isinstance(source, zarr.Array | zarr.Group) or _is_zarr_store(source):
         return discover_zarr(source, data_group=data_group, storage_options=storage_options)
@@ -93,6 +106,9 @@ def discover(source: Source, *, data_group: str | int | None = None,
         raise SourceNotFoundError(
             f"{location} does not exist (working directory {os.getcwd()}); check the path"
         )
+    if reader == "openslide" or lower.endswith(OPENSLIDE_EXTENSIONS):
+        return discover_openslide(location, data_group=data_group,
+                                  storage_options=storage_options)
     if looks_like_zarr(location, storage_options):  # also any name ending in .zarr
         return discover_zarr(location, data_group=data_group, storage_options=storage_options)
     if not remote and os.path.isdir(location):
@@ -259,6 +275,8 @@ def _level_dataarray(src: SourceLevels, index: int, *, axes, roi, chunks, open_k
     if level.name:
         attrs["data_group"] = level.name
     attrs.update({"level": index, "levels": len(src.levels)})
+    if src.objective_power:
+        attrs["objective_power"] = float(src.objective_power)
     arr = xr.DataArray(data, dims=dims, coords=_coords(level, dims), name="image", attrs=attrs)
     facts: dict[str, Any] = {
         "open_kwargs": open_kwargs,
@@ -267,6 +285,10 @@ def _level_dataarray(src: SourceLevels, index: int, *, axes, roi, chunks, open_k
         "level0": _level0_geometry(src, dims),
         "scale": {d: float(level.scale.get(d, 1.0)) for d in spatial},
         "units": {d: level.units.get(d, "pixel") for d in spatial},
+        "objective_power": src.objective_power,
+        "mpp": level_mpp(src, index),
+        "magnification": level_magnification(src, index),
+        "associated_images": list(src.associated),
     }
     selection = roi_to_selection(roi, dims, level.shape, source=src.display)
     if selection:
@@ -291,20 +313,44 @@ def _from_xarray(obj: xr.DataArray, axes, roi, chunks: Any = None) -> xr.DataArr
     return arr.isel(selection) if selection else arr
 
 
-def _check_level(src: SourceLevels, level: int | None) -> int:
-    """The index of ``level`` in ``src``: an int from 0 (finest) to n - 1.
+def _check_single_resolution(arr: xr.DataArray, mpp: float) -> None:
+    """``mpp=`` on a DataArray (one resolution): it must not be coarser than asked."""
+    spatial = [str(d) for d in arr.dims if str(d) in ("y", "x")]
+    levels = [Level(name="", recipe=ArrayRecipe("memory", None), shape=arr.shape,
+                    dtype=arr.dtype, chunks=None,
+                    scale={d: float(arr[d].attrs.get("scale", 1.0)) for d in spatial
+                           if d in arr.coords},
+                    units={d: str(arr[d].attrs.get("units", "pixel")) for d in spatial
+                           if d in arr.coords})]
+    select_level(SourceLevels("memory", str(arr.attrs.get("source", "the DataArray")), levels),
+                 mpp=mpp)
+
+
+def _check_level(src: SourceLevels, level: int | str | None, mpp: float | None = None
+                 ) -> int:
+    """The index of ``level`` in ``src``: an int from 0 (finest) to n - 1, a
+    magnification such as ``"20x"``, or the level chosen for ``mpp``.
 
     Negative levels are refused rather than counted from the end: one
     ``level=`` is applied to every slide of a table, and slides with pyramids
     of different depths would silently be read at different resolutions.
     """
+    if mpp is not None:
+        if level is not None:
+            raise OptionError(
+                f"level={level!r} and mpp={mpp!r} both given for {src.display}: pass one "
+                "(mpp= chooses the level)"
+            )
+        return select_level(src, mpp=mpp)
     if level is None:
         return src.default
     n = len(src.levels)
+    if isinstance(level, str) and parse_magnification(level) is not None:
+        return select_level(src, magnification=parse_magnification(level))
     if isinstance(level, bool) or not isinstance(level, int | np.integer):
         raise OptionError(
             f"level={level!r} (a {type(level).__name__}) for {src.display}: pass an int "
-            f"from 0 (finest) to {n - 1}"
+            f"from 0 (finest) to {n - 1}, or a magnification such as '20x'"
         )
     if not 0 <= int(level) < n:
         names = ", ".join(lv.name or str(i) for i, lv in enumerate(src.levels))
@@ -323,9 +369,11 @@ def open_image(
     axes: str | Sequence[str] | None = None,
     data_group: str | int | None = None,
     roi: Any = None,
-    level: int | None = None,
+    level: int | str | None = None,
+    mpp: float | None = None,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Any = None,
+    reader: str | None = None,
 ) -> xr.DataArray:
     """Open an image lazily as a dask-backed ``xarray.DataArray``.
 
@@ -346,15 +394,23 @@ def open_image(
         Region of interest in the stored array's axis order
         (``"(start,...):(length,...)"``; a length of -1 means to the end), or
         ``{dim: slice}``.
-    level : int, optional
+    level : int or str, optional
         Pyramid level, from 0 (the finest) to ``levels - 1``; overrides the
         level implied by ``data_group``. Negative levels are an error (not
-        counted from the end).
+        counted from the end). A magnification such as ``"20x"`` picks the
+        level as ``mpp`` does, from the objective power the file states.
+    mpp : float, optional
+        Wanted micrometres per pixel: the coarsest level whose pixel size is
+        at most ``mpp * 1.1`` is read (:mod:`zarrdask.io.level_select`);
+        nothing is resampled, the coordinates give the real pixel size.
     storage_options : mapping, optional
         fsspec options for URLs (``endpoint_url``, ``anon``, credentials).
     chunks : int, str, tuple or dict, optional
         Dask chunks (anything ``dask.array`` takes, or a dict by dim name such
         as ``{"y": 512, "x": 512}``); default: the storage chunks (or shards).
+    reader : {None, "openslide"}, optional
+        Force OpenSlide (``pip install zarrdask[openslide]``) for a slide
+        file; by default the format decides (see docs/readers.md).
 
     Returns
     -------
@@ -362,7 +418,8 @@ def open_image(
         Named dims (``t, c, z, y, x``; other letters lower-case), physical
         coordinates on spatial dims (each with attrs ``units`` and
         ``scale``), and attrs ``source``, ``reader``, ``data_group``,
-        ``level`` and ``levels`` (strings and ints only: the array writes
+        ``level``, ``levels`` and, when the file states it,
+        ``objective_power`` (strings and numbers only: the array writes
         with ``to_zarr`` / ``to_netcdf``). How to reopen it:
         :func:`zarrdask.io.recipe.recipe_of`.
 
@@ -372,10 +429,18 @@ def open_image(
     RoiError, RemoteAccessError, OptionError
     """
     if isinstance(source, xr.DataArray):
-        return _from_xarray(source, axes, roi, chunks)
-    src = discover(source, data_group=data_group, storage_options=storage_options)
-    index = _check_level(src, level)
+        arr = _from_xarray(source, axes, roi, chunks)
+        if mpp is not None:
+            _check_single_resolution(arr, mpp)
+        return arr
+    src = discover(source, data_group=data_group, storage_options=storage_options,
+                   reader=reader)
+    index = _check_level(src, level, mpp)
     open_kwargs = {"axes": axes, "data_group": data_group, "roi": roi, "level": level}
+    if mpp is not None:
+        open_kwargs["mpp"] = mpp
+    if reader is not None:
+        open_kwargs["reader"] = reader
     return _level_dataarray(src, index, axes=axes, roi=roi, chunks=chunks, open_kwargs=open_kwargs)
 
 
@@ -398,6 +463,7 @@ def open_pyramid(
     roi: Any = None,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Any = None,
+    reader: str | None = None,
 ) -> xr.DataTree:
     """Open every resolution level of an image as an ``xarray.DataTree``.
 
@@ -410,12 +476,15 @@ def open_pyramid(
         One child node per level, named by the level's key in the source (or
         its index), each holding the level as the variable ``"image"`` with
         its own physical coordinates. ``tree.attrs["levels"]`` lists the
-        node names finest first.
+        node names finest first; ``tree.attrs["associated_images"]`` the
+        names of a slide's thumbnail/label/macro images, and
+        ``tree.attrs["objective_power"]`` is set when the file states it.
     """
     if isinstance(source, xr.DataArray):
         arr = _from_xarray(source, axes, roi, chunks)
         return xr.DataTree.from_dict({"0": xr.Dataset({"image": arr})}, name="pyramid")
-    src = discover(source, data_group=data_group, storage_options=storage_options)
+    src = discover(source, data_group=data_group, storage_options=storage_options,
+                   reader=reader)
     base = src.levels[0]
     base_dims = _resolve_dims(base, axes, src.display)
     roi_sel = roi_to_selection(roi, base_dims, base.shape, source=src.display)
@@ -423,7 +492,8 @@ def open_pyramid(
     names = []
     for i, lvl in enumerate(src.levels):
         arr = _level_dataarray(src, i, axes=axes, roi=None, chunks=chunks,
-                               open_kwargs={"axes": axes, "data_group": data_group, "level": i})
+                               open_kwargs={"axes": axes, "data_group": data_group, "level": i,
+                                            **({"reader": reader} if reader else {})})
         if roi_sel:
             selection = _scaled_roi(roi_sel, base, lvl, base_dims)
             facts = open_facts(arr)
@@ -436,5 +506,8 @@ def open_pyramid(
         nodes[node] = xr.Dataset({"image": arr})
         names.append(node)
     tree = xr.DataTree.from_dict(nodes, name="pyramid")
-    tree.attrs.update({"source": src.display, "levels": names, "reader": src.reader})
+    tree.attrs.update({"source": src.display, "levels": names, "reader": src.reader,
+                       "associated_images": list(src.associated)})
+    if src.objective_power:
+        tree.attrs["objective_power"] = float(src.objective_power)
     return tree

@@ -60,9 +60,17 @@ class SourceLevels:
     levels : list of Level
     default : int
         The level the ``data_group`` pointed at (0 when it named a pyramid).
+    objective_power : float or None
+        The objective magnification of level 0 when the file states it
+        (20.0 for a "20×" scan).
+    associated : list of str
+        Names of the associated images of a slide (``"thumbnail"``,
+        ``"label"``, ``"macro"``), each openable as ``data_group=name``.
     """
 
     reader: str
     display: str
     levels: list[Level]
     default: int = 0
+    objective_power: float | None = None
+    associated: list[str] = field(default_factory=list)

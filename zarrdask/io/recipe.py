@@ -38,7 +38,7 @@ class ArrayRecipe:
 
     Parameters
     ----------
-    reader : {"zarr", "tiff", "pil", "memory"}
+    reader : {"zarr", "tiff", "openslide", "pil", "memory"}
         The reader that opens it.
     location : str or None
         Local path or URL of the source (None for in-memory objects).
@@ -116,6 +116,10 @@ class ArrayRecipe:
             from .tiff_reader import open_tiff_array
 
             return open_tiff_array(self)
+        if self.reader == "openslide":
+            from .openslide_reader import open_openslide_array
+
+            return open_openslide_array(self)
         if self.reader == "pil":
             from .pil_reader import read_pil_array
 

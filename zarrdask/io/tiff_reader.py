@@ -8,8 +8,11 @@ level of the chosen series is listed (finest first) so that
 Geometry comes from the file itself: dims from tifffile's axes (``S``, the
 samples of an RGB pixel, becomes ``c``), chunks from the zarr view of each
 level (one chunk per TIFF tile or strip), and for OME-TIFF the physical pixel
-size of level 0 (``PhysicalSizeX/Y/Z``), multiplied by each level's
-downsampling factor.
+size of level 0 (``PhysicalSizeX/Y/Z``), else the vendor metadata or the
+resolution tags (:mod:`zarrdask.io.resolution`: Aperio ``MPP``, ``XResolution``
+with ``ResolutionUnit``), multiplied by each level's downsampling factor.
+Associated images of a slide (thumbnail, label, macro) are series of their
+own, opened with ``data_group="label"`` etc.
 
 A damaged file never reads as a smaller or different image: tifffile is
 lenient (it logs a broken IFD chain and carries on with what it could parse),
@@ -42,6 +45,7 @@ from ..errors import (
 from .levels import Level, SourceLevels
 from .location import get_filesystem, protocol_of, remote_error
 from .recipe import ArrayRecipe
+from .resolution import associated_images, tiff_physical
 
 __all__ = [
     "discover_tiff",
@@ -205,11 +209,15 @@ def _available(tif: tifffile.TiffFile) -> str:
 def _check_group(location: str, tif: tifffile.TiffFile, data_group: str | int | None
                  ) -> tuple[int, int | None]:
     parsed = _parse_group(data_group)
+    named = associated_images(tif)
+    if parsed is None and str(data_group).strip().lower() in named:
+        return named[str(data_group).strip().lower()], None
     if parsed is None:
+        extra = (f", or an associated image: {', '.join(map(repr, named))}" if named else "")
         raise DataGroupError(
             f"data_group={data_group!r} is not a key of the TIFF {location}; a TIFF key is "
             "'level' (e.g. '1') or 'series/level' (e.g. '0/1'); this file holds "
-            f"{_available(tif)}"
+            f"{_available(tif)}{extra}"
         )
     series_idx, level_idx = parsed
     if series_idx >= len(tif.series):
@@ -343,14 +351,16 @@ def discover_tiff(location: str, *, data_group: str | int | None = None,
             series_idx, level_idx = _check_group(location, tif, data_group)
             series = all_series[series_idx]
             _check_segments(location, series, int(tif.filehandle.size))
-            levels = _levels(location, tif, series_idx, series, opts)
+            levels, power = _levels(location, tif, series_idx, series, opts)
+            associated = list(associated_images(tif))
             if log.problems:
                 raise _damaged(location, log.summary())
-    return SourceLevels("tiff", location, levels, level_idx or 0)
+    return SourceLevels("tiff", location, levels, level_idx or 0, objective_power=power,
+                        associated=associated)
 
 
 def _levels(location: str, tif: tifffile.TiffFile, series_idx: int, series: Any,
-            opts: dict[str, Any]) -> list[Level]:
+            opts: dict[str, Any]) -> tuple[list[Level], float | None]:
     dims = lower_dims(series.levels[0].axes)  # S (samples) as c unless there is a C
     geometry = []
     for i in range(len(series.levels)):
@@ -361,6 +371,10 @@ def _levels(location: str, tif: tifffile.TiffFile, series_idx: int, series: Any,
         geometry.append(_level_geometry(array))
     base = dict(zip(dims, geometry[0][0], strict=True))
     phys, units = _ome_physical_sizes(tif, series_idx, base)
+    stated = tiff_physical(tif, series)
+    if not phys:
+        phys = {d: s for d, s in stated.scale.items() if d in base}
+        units = {d: stated.units[d] for d in phys}
     levels = []
     for i, (shape, dtype, chunks) in enumerate(geometry):
         if len(shape) != len(dims):
@@ -381,7 +395,7 @@ def _levels(location: str, tif: tifffile.TiffFile, series_idx: int, series: Any,
                 units={d: units.get(d, "pixel") for d in scale},
             )
         )
-    return levels
+    return levels, stated.objective_power
 
 
 # -- reading ---------------------------------------------------------------------------
