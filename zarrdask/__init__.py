@@ -60,6 +60,7 @@ __all__ = [
     "read_table",
     "PatchTable",
     "PatchDataset",
+    "PatchLoader",
     "GridWarning",
     "MaskGenerator",
     "WSITissueMaskGenerator",
@@ -109,6 +110,10 @@ def __getattr__(name: str) -> object:
         from .dataset import PatchDataset
 
         return PatchDataset
+    if name == "PatchLoader":
+        from .dataset import PatchLoader
+
+        return PatchLoader
     if name in _TORCH_COMPAT_NAMES:  # served by zarrdask.compat.zarrdataset
         from .compat import zarrdataset
 

@@ -1,7 +1,8 @@
 """The training side: a torch ``IterableDataset`` streaming patches from a
 coordinate table (see ``docs/dataset.md``).
 
-Modules: :mod:`~zarrdask.dataset.patch_dataset` (:class:`PatchDataset`), its
+Modules: :mod:`~zarrdask.dataset.patch_dataset` (:class:`PatchDataset`),
+:mod:`~zarrdask.dataset.loader` (:class:`PatchLoader`: batches built by threads), its
 :mod:`~zarrdask.dataset.options` (option checks), :mod:`~zarrdask.dataset.sources`
 (table entries to sources, output order), :mod:`~zarrdask.dataset.epochs`
 (shared epoch state), :mod:`~zarrdask.dataset.reader` (the read engine),
@@ -17,7 +18,7 @@ from typing import Any
 from .chunks import ArraySource, ChunkCache, ChunkFetcher
 from .sharding import ShardSpec
 
-__all__ = ["PatchDataset", "ArraySource", "ChunkCache", "ChunkFetcher", "ShardSpec"]
+__all__ = ["PatchDataset", "PatchLoader", "ArraySource", "ChunkCache", "ChunkFetcher", "ShardSpec"]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from .patch_dataset import PatchDataset
 
         return PatchDataset
+    if name == "PatchLoader":
+        from .loader import PatchLoader
+
+        return PatchLoader
     raise AttributeError(f"module 'zarrdask.dataset' has no attribute {name!r}")

@@ -476,6 +476,13 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
 
     # -- iteration --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
+        shard, epoch, skip, progress = self._begin()
+        return self._generate(shard, epoch, skip, progress)
+
+    def _begin(self) -> tuple[ShardSpec, int, int, dict[str, Any]]:
+        """Start an iteration: this reader's shard, the epoch, the samples
+        already yielded (after a resume) and the progress record that
+        :meth:`state_dict` reads (the caller counts yielded samples in it)."""
         shard = self._shard()
         key = self._iteration_key()
         if self._resume is not None:
@@ -487,7 +494,8 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
         progress = {"epoch": epoch, "yielded": skip, "generation": self._epochs.generation,
                     "length": None}
         self._progress = progress
-        return self._generate(shard, epoch, skip, progress)
+        return shard, epoch, skip, progress
+
 
 def _torch_distributed() -> tuple[int, int] | None:
     import torch.distributed as dist

@@ -12,6 +12,7 @@ dims and transformed. No dask graph is built per sample.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -113,12 +114,16 @@ class PatchReader:
             self._runtime = rt
         return rt
 
-    def _generate(self, shard: ShardSpec, epoch: int, skip: int,
-                  progress: dict[str, Any]) -> Iterator[Any]:
+    def _start_epoch(self, shard: ShardSpec, epoch: int, skip: int, progress: dict[str, Any]
+                     ) -> tuple[Iterator[_RowPlan], _Releaser] | None:
+        """The row plans of one shard of ``epoch`` from sample ``skip`` on, in
+        reading order, and the tracker that drops a chunk group's own chunk
+        from the cache after its last row; None when nothing is left. Shared
+        by the per-sample path (:meth:`_generate`) and the batch loader."""
         rows, group_pos = self._epoch_rows(shard, epoch)
         progress["length"] = len(rows)
         if skip >= len(rows):
-            return
+            return None
         rt = self._runtime_here()
         blocks = shard_order(rows, group_pos, shuffle=self.shuffle, buffer=self.chunk_buffer,
                              seed=self.seed, epoch=epoch, shard=shard, skip=skip)
@@ -126,13 +131,18 @@ class PatchReader:
         # rows left per chunk group: a group's own image chunk leaves the cache
         # with its last row unless rows of other groups read it too
         remaining = np.bincount(group_pos - group_pos[0]) if skip == 0 else None
-        first_group = int(group_pos[0])
-        shared = self._shared_keys
+        return plans, _Releaser(rt.fetcher, remaining, int(group_pos[0]), self._shared_keys)
+
+    def _generate(self, shard: ShardSpec, epoch: int, skip: int,
+                  progress: dict[str, Any]) -> Iterator[Any]:
+        started = self._start_epoch(shard, epoch, skip, progress)
+        if started is None:
+            return
+        plans, releaser = started
+        rt = self._runtime_here()
         fetcher = rt.fetcher
         max_ahead = self._max_ahead(rt)
-        prefetching = rt.fetcher.pool is not None and any(
-            src is not None and src.remote for items in self._sources.values() for src in items)
-        lookahead = LOOKAHEAD_ROWS if prefetching else 1
+        lookahead = LOOKAHEAD_ROWS if self._prefetching(rt) else 1
         window: deque[_RowPlan] = deque()
         ahead = 0
         exhausted = False
@@ -142,9 +152,7 @@ class PatchReader:
                 if plan is None:
                     exhausted = True
                     break
-                for uid, src, idx in plan.chunks:
-                    if fetcher.prefetch(uid, src, idx):
-                        plan.started += 1
+                self._prefetch_plan(plan, fetcher)
                 ahead += plan.started
                 window.append(plan)
             if not window:
@@ -152,16 +160,21 @@ class PatchReader:
             plan = window.popleft()
             ahead -= plan.started
             sample = self._assemble(plan, fetcher)
-            if remaining is not None and plan.own is not None:
-                g = plan.group - first_group
-                remaining[g] -= 1
-                if remaining[g] == 0:
-                    uid, idx, key = plan.own
-                    pos = np.searchsorted(shared, key)
-                    if pos == len(shared) or shared[pos] != key:
-                        fetcher.release(uid, idx)
+            releaser.done(plan)
             progress["yielded"] += 1
             yield sample
+
+    def _prefetching(self, rt: Runtime) -> bool:
+        """Whether chunks are fetched ahead on the fetcher's threads (remote
+        sources with ``read_threads > 0``)."""
+        return rt.fetcher.pool is not None and any(
+            src is not None and src.remote for items in self._sources.values() for src in items)
+
+    @staticmethod
+    def _prefetch_plan(plan: _RowPlan, fetcher: ChunkFetcher) -> None:
+        for uid, src, idx in plan.chunks:
+            if fetcher.prefetch(uid, src, idx):
+                plan.started += 1
 
     def _max_ahead(self, rt: Runtime) -> int:
         if self.read_threads == 0:
@@ -288,6 +301,35 @@ class _RowPlan:
         self.reads = reads
         self.chunks = chunks
         self.started = 0
+
+
+class _Releaser:
+    """Counts the rows left per chunk group and drops a group's own image
+    chunk from the cache once its last row is assembled (unless rows of other
+    groups read it too). Thread-safe: batch threads report rows in any order.
+    Without counts (a resumed epoch) chunks leave by LRU eviction only."""
+
+    def __init__(self, fetcher: ChunkFetcher, remaining: np.ndarray | None, first_group: int,
+                 shared: np.ndarray) -> None:
+        self._fetcher = fetcher
+        self._remaining = remaining
+        self._first = first_group
+        self._shared = shared
+        self._lock = threading.Lock()
+
+    def done(self, plan: _RowPlan) -> None:
+        """Record that ``plan``'s row has been assembled."""
+        if self._remaining is None or plan.own is None:
+            return
+        g = plan.group - self._first
+        with self._lock:
+            self._remaining[g] -= 1
+            last = self._remaining[g] == 0
+        if last:
+            uid, idx, key = plan.own
+            pos = np.searchsorted(self._shared, key)
+            if pos == len(self._shared) or self._shared[pos] != key:
+                self._fetcher.release(uid, idx)
 
 
 class Runtime:
