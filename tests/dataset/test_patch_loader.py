@@ -250,3 +250,27 @@ def test_dataset_options_are_checked_too_and_exported_lazily(two_slides):
     with pytest.raises(DatasetError, match="shuffle"):
         PatchLoader(two_slides, batch_size=4, shuffle="no")
     assert zarrdask.PatchLoader is PatchLoader
+
+
+def test_mixed_formats_labels_padding_and_weak_values_match_the_dataset(slide3, slide2, tmp_path,
+                                                                         make_table):
+    import tifffile
+
+    rgb = np.random.default_rng(3).integers(0, 255, (320, 384, 3), dtype=np.uint8)
+    tiff = str(tmp_path / "rgb.ome.tif")
+    tifffile.imwrite(tiff, rgb, tile=(64, 64), photometric="rgb", ome=True)
+    # stored (y, x, c) next to (c, y, x); patches straddling chunks and the border (pad,
+    # reflected); a weak per-image value
+    mixed = make_table([slide3, tiff], patch=64, stride=80, pad=8, allow_incomplete=True,
+                       extra={"score": [{"weak": 1.5}, {"weak": 2.5}]})
+    # labels read from a coarser level of another zarr
+    labelled = make_table([slide3, slide2], patch=64, stride=80, pad=8,
+                          labels=[(slide2, 1), (slide3, 1)])
+    for table, modalities in ((mixed, ["images", "score"]), (labelled, ["images", "labels"])):
+        opts = dict(shuffle=True, seed=8, modalities=modalities, padding_mode="reflect")
+        got = list(PatchLoader(table, batch_size=6, threads=2, **opts))
+        want = list(DataLoader(PatchDataset(table, **opts), batch_size=6))
+        _assert_same_batches(got, want)
+        assert got[0]["images"].shape[1:] == (3, 80, 80)
+        assert {0, 1} <= set(torch.cat([b["image_id"] for b in got]).tolist())
+    assert got[0]["labels"].shape[1:] == (3, 40, 40)

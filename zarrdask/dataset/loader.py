@@ -173,12 +173,24 @@ class PatchLoader(torch.utils.data.IterableDataset):
         size = self.batch_size
         tuples = ds.return_tuple
 
+        transformed = {m for key, _ in ds._transforms for m in key}
+        direct = [m for m in ds.modalities if m not in transformed]
+
         def build(batch_plans: list[Any]) -> Any:
-            samples = []
-            for plan in batch_plans:
-                samples.append(ds._assemble(plan, fetcher))
+            # the first sample fixes each untransformed modality's batch array;
+            # the others are cropped straight into it
+            first = ds._assemble(batch_plans[0], fetcher)
+            releaser.done(batch_plans[0])
+            fields = dict(zip(ds.modalities, first, strict=True)) if tuples else first
+            out = {m: np.empty((len(batch_plans), *fields[m].shape), dtype=fields[m].dtype)
+                   for m in direct if _stackable(fields[m])}
+            for m, dest in out.items():
+                dest[0] = fields[m]
+            samples = [first]
+            for row, plan in enumerate(batch_plans[1:], start=1):
+                samples.append(ds._assemble(plan, fetcher, out=out, row=row))
                 releaser.done(plan)
-            batch = collate_samples(samples, tuples=tuples)
+            batch = collate_samples(samples, tuples=tuples, names=ds.modalities, stacked=out)
             return _pinned(batch) if pin else batch
 
         pool = ThreadPoolExecutor(threads, thread_name_prefix=THREAD_PREFIX)
@@ -226,7 +238,9 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def collate_samples(samples: Sequence[Any], *, tuples: bool = False) -> Any:
+def collate_samples(samples: Sequence[Any], *, tuples: bool = False,
+                    names: Sequence[str] = (), stacked: Mapping[str, np.ndarray] | None = None
+                    ) -> Any:
     """Stack samples into a batch with the layout of torch's default collate.
 
     Arrays of one shape and dtype are stacked with numpy and wrapped without
@@ -238,16 +252,33 @@ def collate_samples(samples: Sequence[Any], *, tuples: bool = False) -> Any:
     samples : sequence of dict or tuple
         Samples as :class:`PatchDataset` yields them.
     tuples : bool
-        Samples are tuples: return a list of batched fields.
+        Samples are tuples (of the modalities ``names``): return a list of
+        batched fields.
+    names : sequence of str
+        With ``tuples``: the modality of each field.
+    stacked : mapping, optional
+        Fields already written into batch arrays, by name (wrapped as they are).
     """
+    stacked = stacked or {}
+
+    def field(name: Any, values: Callable[[], list[Any]]) -> Any:
+        if name in stacked:
+            return torch.from_numpy(stacked[name])
+        return _collate_field(values())
+
     if tuples:
-        return [_collate_field([s[i] for s in samples]) for i in range(len(samples[0]))]
-    return {key: _collate_field([s[key] for s in samples]) for key in samples[0]}
+        return [field(names[i] if i < len(names) else None, lambda i=i: [s[i] for s in samples])
+                for i in range(len(samples[0]))]
+    return {key: field(key, lambda key=key: [s[key] for s in samples]) for key in samples[0]}
+
+
+def _stackable(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
 
 
 def _collate_field(values: list[Any]) -> Any:
     first = values[0]
-    if isinstance(first, np.ndarray) and first.dtype.kind in "biuf" and all(
+    if _stackable(first) and all(
             isinstance(v, np.ndarray) and v.shape == first.shape and v.dtype == first.dtype
             for v in values):
         return torch.from_numpy(np.stack(values))

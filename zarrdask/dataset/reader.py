@@ -252,21 +252,42 @@ class PatchReader:
                                                               geo.valid_stop, self.padding_mode))
                 yield _RowPlan(ids[k], boxes[k], reads, chunks_needed, groups[k], own[k])
 
-    def _assemble(self, plan: _RowPlan, fetcher: ChunkFetcher) -> Any:
+    def _assemble(self, plan: _RowPlan, fetcher: ChunkFetcher, *,
+                  out: dict[str, np.ndarray] | None = None, row: int = 0) -> Any:
+        """Read, reorder and transform one row's sample.
+
+        With ``out`` (``{modality: (n, ...) array}``, for modalities no
+        transform touches), those modalities are written into ``out[m][row]``
+        (a box inside one chunk is cropped straight from the cached chunk,
+        without an intermediate copy) and the sample holds that view.
+        """
         sample: dict[str, Any] = {}
         for m, uid, src, geo, lo, hi, idx in plan.reads:
+            target = self._output_dims.get(m)
+            dest = None if out is None else out.get(m)
+            if idx is not None and dest is not None:
+                chunk = fetcher.get(uid, src, idx)
+                view = chunk[tuple(slice(a - i * c, b - i * c)
+                                   for a, b, i, c in zip(lo, hi, idx, src.chunks, strict=True))]
+                if target is not None and target != geo.dims:
+                    view = to_output_dims(view, geo.dims, target, modality=m)
+                sample[m] = _write_row(dest, row, view, m)
+                continue
             if idx is not None:
                 arr = fetcher.read_in_chunk(uid, src, lo, hi, idx)
             else:
                 arr = fetcher.read(uid, src, lo, hi, valid_lo=geo.valid_start,
                                    valid_hi=geo.valid_stop, padding_mode=self.padding_mode)
-            target = self._output_dims.get(m)
             if target is not None and target != geo.dims:
-                arr = np.ascontiguousarray(to_output_dims(arr, geo.dims, target, modality=m))
-            sample[m] = arr
+                arr = to_output_dims(arr, geo.dims, target, modality=m)
+                if dest is None:
+                    arr = np.ascontiguousarray(arr)
+            sample[m] = arr if dest is None else _write_row(dest, row, arr, m)
         for m in self.modalities:
             if m not in sample:
-                sample[m] = np.asarray(self._entries[m][plan.image_id]["weak"])
+                weak = np.asarray(self._entries[m][plan.image_id]["weak"])
+                dest = None if out is None else out.get(m)
+                sample[m] = weak if dest is None else _write_row(dest, row, weak, m)
         for key, fn in self._transforms:
             if len(key) == 1:
                 sample[key[0]] = fn(sample[key[0]])
@@ -285,6 +306,19 @@ class PatchReader:
         sample["image_id"] = plan.image_id
         return sample
 
+
+
+def _write_row(dest: np.ndarray, row: int, arr: np.ndarray, modality: str) -> np.ndarray:
+    """Copy ``arr`` into ``dest[row]`` (a batch array) and return that view."""
+    if arr.shape != dest.shape[1:] or arr.dtype != dest.dtype:
+        raise DatasetError(
+            f"a {modality} patch of shape {arr.shape} and dtype {arr.dtype} does not fit the "
+            f"batch of {dest.shape[1:]} {dest.dtype} patches; every sample of a batch must have "
+            "the same shape and dtype (choose output_dims, or resize in a transform)"
+        )
+    view = dest[row, ...]  # an array view also for 0-d patches (weak values)
+    np.copyto(view, arr)
+    return view
 
 
 class _RowPlan:
