@@ -274,3 +274,14 @@ def test_mixed_formats_labels_padding_and_weak_values_match_the_dataset(slide3, 
         assert got[0]["images"].shape[1:] == (3, 80, 80)
         assert {0, 1} <= set(torch.cat([b["image_id"] for b in got]).tolist())
     assert got[0]["labels"].shape[1:] == (3, 40, 40)
+
+
+def test_a_chunk_two_batches_need_at_once_is_decoded_once(slide3, make_table):
+    # 4 patches per 256² chunk, batches of 6: consecutive batches share chunks and
+    # are read at the same time by different threads
+    table = make_table([slide3], patch=128)
+    for threads in (2, 4):
+        loader = PatchLoader(table, batch_size=6, threads=threads, prefetch=4)
+        before = loader.read_stats()["decoded"]
+        assert sum(b["images"].shape[0] for b in loader) == len(table) == 64
+        assert loader.read_stats()["decoded"] - before == 16
