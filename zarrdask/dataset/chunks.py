@@ -349,6 +349,26 @@ class ChunkFetcher:
             self._inflight[key] = self.pool.submit(self._load, key, source, idx)
         return True
 
+    def decode_unless_pending(self, uid: Any, source: ArraySource, idx: tuple[int, ...]) -> None:
+        """Decode a chunk in this thread now, unless it is cached or another
+        thread is already decoding it (then return at once, without waiting):
+        threads that need the same chunks spread their decodes instead of
+        waiting for each other in turn."""
+        key = (uid, idx)
+        if key in self.cache:
+            return
+        with self._lock:
+            if key in self._inflight or key in self.cache:
+                return
+            mine: Future = Future()
+            self._inflight[key] = mine
+        try:
+            arr = self._load(key, source, idx)
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        mine.set_result(arr)
+
     def get(self, uid: Any, source: ArraySource, idx: tuple[int, ...]) -> np.ndarray:
         """The decoded chunk: from the cache, from a decode in flight (on the
         prefetch threads or another reading thread), or decoded now; a chunk

@@ -177,8 +177,13 @@ class PatchLoader(torch.utils.data.IterableDataset):
         direct = [m for m in ds.modalities if m not in transformed]
 
         def build(batch_plans: list[Any]) -> Any:
-            # the first sample fixes each untransformed modality's batch array;
-            # the others are cropped straight into it
+            # decode the batch's chunks that no other thread is decoding, then
+            # assemble (waiting for the others); the first sample fixes each
+            # untransformed modality's batch array, the others are cropped
+            # straight into it
+            for plan in batch_plans:
+                for uid, src, idx in plan.chunks:
+                    fetcher.decode_unless_pending(uid, src, idx)
             first = ds._assemble(batch_plans[0], fetcher)
             releaser.done(batch_plans[0])
             fields = dict(zip(ds.modalities, first, strict=True)) if tuples else first
