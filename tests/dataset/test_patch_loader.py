@@ -285,3 +285,34 @@ def test_a_chunk_two_batches_need_at_once_is_decoded_once(slide3, make_table):
         before = loader.read_stats()["decoded"]
         assert sum(b["images"].shape[0] for b in loader) == len(table) == 64
         assert loader.read_stats()["decoded"] - before == 16
+
+
+# -- remote: the moto S3 server on loopback, through the fault-injecting proxy -------------
+
+_FAST = {"connect_timeout": 1, "read_timeout": 1, "retries": {"max_attempts": 1}}
+
+
+@pytest.fixture(scope="module")
+def s3_loader_table(s3_server):
+    from zarrdask import build_table
+
+    spec = {"source": s3_server.url("slide_v3.zarr"), "storage_options": s3_server.storage_options}
+    return build_table([spec], patch_size=128)
+
+
+def test_s3_batches_match_the_dataset_and_a_fault_surfaces_typed(s3_server, s3_loader_table,
+                                                                 fault_proxy):
+    from zarrdask.errors import RemoteAccessError
+
+    options = {**s3_server.storage_options, "endpoint_url": fault_proxy.endpoint_url,
+               "config_kwargs": _FAST}
+    opts = dict(storage_options=options, read_threads=4, shuffle=True, seed=1)
+    got = list(PatchLoader(s3_loader_table, batch_size=5, threads=2, **opts))
+    _assert_same_batches(got, DataLoader(PatchDataset(s3_loader_table, **opts), batch_size=5))
+    it = iter(PatchLoader(s3_loader_table, batch_size=5, threads=2, **opts))
+    next(it)
+    fault_proxy.mode = "reset"
+    with pytest.raises(RemoteAccessError, match=rf"(?s)slide_v3\.zarr.*127\.0\.0\.1:{fault_proxy.port}"):
+        for _ in it:
+            pass
+    assert loader_threads() == []
