@@ -2,10 +2,11 @@
 coordinate table (see ``docs/dataset.md``).
 
 Modules: :mod:`~zarrdask.dataset.patch_dataset` (:class:`PatchDataset`),
-:mod:`~zarrdask.dataset.loader` (:class:`PatchLoader`: batches built by threads), its
+:mod:`~zarrdask.dataset.loader` (:class:`PatchLoader`: batches built by threads),
 :mod:`~zarrdask.dataset.options` (option checks), :mod:`~zarrdask.dataset.sources`
 (table entries to sources, output order), :mod:`~zarrdask.dataset.epochs`
-(shared epoch state), :mod:`~zarrdask.dataset.reader` (the read engine),
+(shared epoch state), :mod:`~zarrdask.dataset.iteration` (epochs, shards and
+resume state of a reader), :mod:`~zarrdask.dataset.reader` (the read engine),
 :mod:`~zarrdask.dataset.layout` (direct zarr decoding),
 :mod:`~zarrdask.dataset.chunks` (one stored array, the chunk cache),
 :mod:`~zarrdask.dataset.boxes` (table rows to read boxes per modality) and
