@@ -438,6 +438,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="memory check on a slide this many times larger per side (0: skip)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 4096² slide, one repeat, 100 slides, no zarrdataset")
+    parser.add_argument("--threads", type=int, default=2, help="PatchLoader threads")
+    parser.add_argument("--fast-path-only", action="store_true",
+                        help="only the PatchLoader figures and their references (issue 11)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "loader.json"))
     ns = parser.parse_args(argv)
     if ns.quick:
@@ -455,6 +458,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": {**vars(ns), "slide": path, "patches": n_patches, "patches_per_chunk": per_chunk,
                    "cpus": os.cpu_count(), "python": platform.python_version()},
     }
+    if ns.fast_path_only:
+        return fast_path_run(ns, path, table, per_chunk, results)
     import zarrdask as zds
 
     limit, zarr_rate, ready, seq, shuf, direct, compat = [], [], [], [], [], [], []
@@ -541,6 +546,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except Exception as exc:  # report, do not lose the other figures
             results["zarrdataset_error"] = str(exc)
 
+    sys.path.insert(0, HERE)
+    import loader_fast_path
+
+    large_fast = grid_table(ensure_tiled_slide(path, ns.large_factor), ns.patch) \
+        if ns.large_factor > 1 else None
+    results["fast_path"] = loader_fast_path.measure(path, table, ns=ns, per_chunk=per_chunk,
+                                                    large_table=large_fast)
     results["ratios"] = {
         "sequential/limit": results["sequential"]["steady_rate"] / lim,
         "shuffled/sequential": results["shuffled"]["steady_rate"] / results["sequential"]["steady_rate"],
@@ -565,7 +577,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with open(ns.out, "w") as fh:
         json.dump(results, fh, indent=2)
     print_table(results)
+    zd_rate = (results.get("zarrdataset") or {}).get("loader_sequential", {}).get("rate")
+    loader_fast_path.print_summary(loader_fast_path.summary(
+        results["fast_path"], combined_bound=results["combined_bound_patches_per_s"],
+        zarrdataset_loader=zd_rate))
     print(f"\nwritten {ns.out}")
+    return results
+
+
+def fast_path_run(ns: argparse.Namespace, path: str, table: Any, per_chunk: int,
+                  results: dict[str, Any]) -> dict[str, Any]:
+    """``--fast-path-only``: the PatchLoader figures, the decode limit and the
+    DataLoader transport ceiling they are compared with (same run)."""
+    sys.path.insert(0, HERE)
+    import loader_fast_path
+
+    limit, ready = [], []
+    for _ in range(ns.repeat):
+        limit.append(measure_limit(path, ns.workers, ns.passes) * per_chunk)
+        ready.append(run_loader(ReadyDataset(len(table), (3, ns.patch, ns.patch)),
+                                batch=ns.batch, workers=ns.workers)["steady_rate"])
+    lim, ceiling = max(limit), max(ready)
+    bound = 1.0 / (1.0 / lim + 1.0 / ceiling)
+    for name, value in (("limit_processes", lim), ("transport_ceiling", ceiling),
+                        ("decode_transport_bound", bound)):
+        loader_fast_path.emit(name, rate=round(value, 1))
+    large = grid_table(ensure_tiled_slide(path, ns.large_factor), ns.patch) \
+        if ns.large_factor > 1 else None
+    fast = loader_fast_path.measure(path, table, ns=ns, per_chunk=per_chunk, large_table=large)
+    results.update({"limit_patches_per_s": lim, "transport_ceiling_patches_per_s": ceiling,
+                    "combined_bound_patches_per_s": bound, "fast_path": fast})
+    rows = loader_fast_path.summary(fast, combined_bound=bound)
+    results["fast_path_ratios"] = {name: value for name, value, _ in rows}
+    loader_fast_path.print_summary(rows)
+    out = ns.out if ns.out != os.path.join(RESULTS, "loader.json") else \
+        os.path.join(RESULTS, "loader_fast_path.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print(f"\nwritten {out}")
     return results
 
 

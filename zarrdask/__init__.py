@@ -66,6 +66,7 @@ __all__ = [
     "PatchDataset",
     "PredictionWriter",
     "PredictionError",
+    "PatchLoader",
     "GridWarning",
     "MaskGenerator",
     "WSITissueMaskGenerator",
@@ -123,6 +124,10 @@ def __getattr__(name: str) -> object:
         import importlib
 
         return importlib.import_module(".plot", __name__)
+    if name == "PatchLoader":
+        from .dataset import PatchLoader
+
+        return PatchLoader
     if name in _TORCH_COMPAT_NAMES:  # served by zarrdask.compat.zarrdataset
         from .compat import zarrdataset
 

@@ -75,3 +75,62 @@ def test_torchrun_ranks_get_equal_batches_by_default_on_uneven_data(slide3, make
     assert [len(r["keys"]) for r in results] == [r["len"] for r in results] == [17, 17]
     keys = [tuple(k) for r in results for k in r["keys"]]
     assert len(set(keys)) == 33 and len(keys) == 34
+
+
+_LOADER_RANK_SCRIPT = textwrap.dedent('''
+    import datetime, json, os, sys
+
+    import torch
+    import torch.distributed as dist
+
+    from zarrdask import PatchLoader
+
+    table_path, out, even = sys.argv[1], sys.argv[2], sys.argv[3] == "even"
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
+    rank = dist.get_rank()
+    loader = PatchLoader(table_path, batch_size=4, threads=2, shuffle=True, seed=5,
+                         even_shards=even)
+    keys, batches = [], 0
+    for batch in loader:
+        if even:
+            step = torch.ones(1)
+            dist.all_reduce(step)  # a training step's gradient sync
+        batches += 1
+        keys.extend([int(i), int(p[0][0]), int(p[1][0])]
+                    for i, p in zip(batch["image_id"], batch["position"].tolist()))
+    dist.barrier()
+    with open(os.path.join(out, f"loader{rank}.json"), "w") as fh:
+        json.dump({"keys": keys, "batches": batches, "len": len(loader)}, fh)
+    dist.destroy_process_group()
+''')
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+@pytest.mark.parametrize("mode", ["even", "exact"])
+def test_patch_loader_shards_across_torchrun_ranks(slide3, make_table, tmp_path, mode):
+    full = make_table([slide3], patch=64, stride=64)
+    table = PatchTable(full.frame.iloc[:33].reset_index(drop=True), full.meta)
+    path = table.to_parquet(tmp_path / "t33.parquet")
+    script = tmp_path / "loader_rank.py"
+    script.write_text(_LOADER_RANK_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script), str(path),
+           str(tmp_path), mode]
+    import zarrdask
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(zarrdask.__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((tmp_path / f"loader{r}.json").read_text()) for r in range(2)]
+    keys = [tuple(k) for r in results for k in r["keys"]]
+    assert [r["batches"] for r in results] == [r["len"] for r in results]
+    if mode == "even":  # 17 samples per rank, one patch read twice
+        assert [len(r["keys"]) for r in results] == [17, 17]
+        assert [r["batches"] for r in results] == [5, 5]
+        assert len(set(keys)) == 33 and len(keys) == 34
+    else:  # every patch exactly once
+        assert sorted(len(r["keys"]) for r in results) == [16, 17]
+        assert len(set(keys)) == len(keys) == 33

@@ -349,21 +349,53 @@ class ChunkFetcher:
             self._inflight[key] = self.pool.submit(self._load, key, source, idx)
         return True
 
+    def decode_unless_pending(self, uid: Any, source: ArraySource, idx: tuple[int, ...]) -> None:
+        """Decode a chunk in this thread now, unless it is cached or another
+        thread is already decoding it (then return at once, without waiting):
+        threads that need the same chunks spread their decodes instead of
+        waiting for each other in turn."""
+        key = (uid, idx)
+        if key in self.cache:
+            return
+        with self._lock:
+            if key in self._inflight or key in self.cache:
+                return
+            mine: Future = Future()
+            self._inflight[key] = mine
+        try:
+            arr = self._load(key, source, idx)
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        mine.set_result(arr)
+
     def get(self, uid: Any, source: ArraySource, idx: tuple[int, ...]) -> np.ndarray:
-        """The decoded chunk: from the cache, from a decode in flight, or
-        decoded now."""
+        """The decoded chunk: from the cache, from a decode in flight (on the
+        prefetch threads or another reading thread), or decoded now; a chunk
+        several threads need at once is decoded once."""
         key = (uid, idx)
         arr = self.cache.get(key)
         if arr is not None:
             return arr
+        mine: Future | None = None
         with self._lock:
             arr = self.cache.get(key)
             future = self._inflight.get(key) if arr is None else None
+            if arr is None and future is None:  # decode it here; other threads wait for it
+                mine = Future()
+                self._inflight[key] = mine
         if arr is not None:
             return arr
         if future is not None:
             return future.result()
-        return self._load(key, source, idx)
+        assert mine is not None
+        try:
+            arr = self._load(key, source, idx)
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        mine.set_result(arr)
+        return arr
 
     def read_in_chunk(self, uid: Any, source: ArraySource, lo: Sequence[int], hi: Sequence[int],
                       idx: tuple[int, ...]) -> np.ndarray:

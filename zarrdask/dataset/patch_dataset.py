@@ -9,10 +9,11 @@ stays in a byte-bounded cache and assembles patches from decoded chunks
 for the same physical box at their own resolution
 (:mod:`zarrdask.dataset.boxes`). No dask graph is built per sample.
 
-This module holds the class and its public API (epochs, resume state,
-sharding); option checks live in :mod:`~zarrdask.dataset.options`, the
-sources and output layout in :mod:`~zarrdask.dataset.sources`, the shared
-epoch state in :mod:`~zarrdask.dataset.epochs` and the read engine in
+This module holds the class (construction, transforms, statistics); epochs,
+sharding and resume state live in :mod:`~zarrdask.dataset.iteration`, option
+checks in :mod:`~zarrdask.dataset.options`, the sources and output layout in
+:mod:`~zarrdask.dataset.sources`, the shared epoch state in
+:mod:`~zarrdask.dataset.epochs` and the read engine in
 :mod:`~zarrdask.dataset.reader`.
 """
 
@@ -31,7 +32,8 @@ from .boxes import (
     PAD_MODES,
     Geometry,
 )
-from .epochs import EpochCounter, iteration_key
+from .epochs import EpochCounter
+from .iteration import EpochIteration, _torch_distributed  # noqa: F401  (compat imports it here)
 from .options import (
     check_choice,
     check_flag,
@@ -39,19 +41,12 @@ from .options import (
     check_mapping,
     check_output_dims,
     check_sampling,
-    check_state,
     transform_items,
 )
 from .reader import PatchReader, Runtime
 from .sharding import (
     ChunkGroups,
     ShardSpec,
-    epoch_groups,
-    group_rows,
-    sample_rows,
-    shard_length,
-    shard_range,
-    shard_rows,
 )
 from .sources import (
     check_uniform_patches,
@@ -64,12 +59,10 @@ from .sources import (
 
 __all__ = ["PatchDataset"]
 
-_STATE_VERSION = 1
-
 Transform = Callable[..., Any]
 
 
-class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
+class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset):
     """Patches of a coordinate table, streamed at the speed of chunk decoding.
 
     Parameters
@@ -317,85 +310,6 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
             raise DatasetError(f"the transform for {key} is a {type(transform).__name__}, not callable")
         self._transforms.append((key, transform))
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch of the next iteration: the shuffle and the
-        sampling draws depend on it.
-
-        It reaches DataLoader workers already running
-        (``persistent_workers=True``) through shared memory; call it before
-        iterating. Without it, each new iteration reads the epoch after the
-        previous one.
-        """
-        epoch = check_int("epoch", epoch, minimum=0)
-        if self._resume is not None and self._resume[0] != epoch:
-            self._resume = None
-        self._epochs.set(epoch)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration of this reader reads (see
-        :meth:`set_epoch`)."""
-        if self._resume is not None:
-            return self._resume[0]
-        return self._epochs.next
-
-    def __len__(self) -> int:
-        """Samples this rank yields per epoch (all its DataLoader workers)."""
-        rank, world = self._distributed()
-        return shard_length(self._total(), ShardSpec(rank, world), even_shards=self.even_shards)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The progress of this reader (a DataLoader worker or the main
-        process): the epoch in progress and the samples it yielded (after a
-        finished epoch: the next epoch, none yielded)."""
-        shard = self._shard()
-        progress = self._progress
-        if progress is not None and progress["generation"] == self._epochs.generation:
-            epoch, yielded = progress["epoch"], progress["yielded"]
-            if progress["length"] is not None and yielded >= progress["length"]:
-                epoch, yielded = epoch + 1, 0
-        elif self._resume is not None:
-            epoch, yielded = self._resume
-        else:
-            epoch, yielded = self._epochs.next, 0
-        return {
-            "version": _STATE_VERSION,
-            "epoch": int(epoch),
-            "yielded": int(yielded),
-            "shard": [shard.rank, shard.world_size, shard.worker, shard.num_workers],
-            "seed": self.seed,
-            "shuffle": self.shuffle,
-            "total": self._total(),
-            "table_hash": self._hash,
-        }
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Resume: the next iteration yields exactly the samples of
-        ``state_dict["epoch"]`` that were not yielded yet (later iterations
-        read the following epochs).
-
-        Raises
-        ------
-        DatasetError
-            When the state is not one saved by :meth:`state_dict`, or comes
-            from another table, seed, shuffle setting, number of workers or
-            world size.
-        """
-        check_state(state_dict)
-        shard = self._shard()
-        expected = {"seed": self.seed, "shuffle": self.shuffle, "total": self._total(),
-                    "table_hash": self._hash,
-                    "shard": [shard.rank, shard.world_size, shard.worker, shard.num_workers]}
-        for key, value in expected.items():
-            if list(np.atleast_1d(state_dict[key])) != list(np.atleast_1d(value)):
-                raise DatasetError(
-                    f"cannot resume: the saved state has {key}={state_dict[key]!r} but this "
-                    f"dataset has {value!r}; resume with the same table, seed, shuffle, "
-                    "num_samples, DataLoader num_workers and world size"
-                )
-        self._resume = (int(state_dict["epoch"]), int(state_dict["yielded"]))
-        self._progress = None
-
     def read_stats(self) -> dict[str, Any]:
         """Chunk reading statistics of this process: chunks decoded, cache
         use, and how each opened source is read (``direct``, ``zarr``...)."""
@@ -411,87 +325,6 @@ class PatchDataset(PatchReader, torch.utils.data.IterableDataset):
         return (f"<PatchDataset {len(self._image_id)} rows, modalities {self.modalities}, "
                 f"shuffle={self.shuffle}, next epoch {self.epoch}>")
 
-    # -- pickling ------------------------------------------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_runtime"] = None
-        state["_groups_cache"] = None
-        state["_progress"] = None
-        dist = _torch_distributed()
-        if dist is not None:
-            state["_captured_dist"] = dist
-        return state
-
-    # -- sharding ---------------------------------------------------------------------------
-    def _iteration_key(self) -> tuple[int, int]:
-        """The key every reader of this DataLoader iteration shares (see
-        :mod:`zarrdask.dataset.epochs`); counts this process's iterations."""
-        info = torch.utils.data.get_worker_info()
-        pool = (int(info.seed) - int(info.id)) if info is not None else ("main", os.getpid())
-        seen, count = self._iterations_here
-        count = count if seen == pool else 0
-        self._iterations_here = (pool, count + 1)
-        return iteration_key(None if info is None else int(info.seed),
-                             0 if info is None else int(info.id), count)
-
-    def _distributed(self) -> tuple[int, int]:
-        if self._forced is not None:
-            return int(self._forced[0] or 0), int(self._forced[1] or 1)
-        dist = _torch_distributed()
-        if dist is not None:
-            return dist
-        if self._captured_dist is not None:
-            return self._captured_dist
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            try:
-                return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-            except ValueError:
-                pass
-        return 0, 1
-
-    def _shard(self) -> ShardSpec:
-        rank, world = self._distributed()
-        info = torch.utils.data.get_worker_info()
-        if info is None:
-            return ShardSpec(rank, world, 0, 1)
-        return ShardSpec(rank, world, int(info.id), int(info.num_workers))
-
-    def _total(self) -> int:
-        return self._sampling["num_samples"] if self._sampling else len(self._image_id)
-
-    def _groups(self) -> ChunkGroups:
-        if self._groups_cache is None:
-            self._groups_cache = group_rows(self._image_id, self._chunk_id)
-        return self._groups_cache
-
-    def _epoch_rows(self, shard: ShardSpec, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        groups = self._groups()
-        if self._sampling is not None:
-            groups = sample_rows(groups, num_samples=self._sampling["num_samples"],
-                                 weights=self._sampling["weights"],
-                                 replacement=self._sampling["replacement"], seed=self.seed, epoch=epoch)
-        order, cum = epoch_groups(groups, shuffle=self.shuffle, seed=self.seed, epoch=epoch)
-        start, stop = shard_range(len(groups), shard, even_shards=self.even_shards)
-        return shard_rows(groups, order, cum, start, stop)
-
-    # -- iteration --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
-        shard = self._shard()
-        key = self._iteration_key()
-        if self._resume is not None:
-            epoch, skip = self._resume
-            self._epochs.resume(key, epoch)
-        else:
-            epoch, skip = self._epochs.start(key), 0
-        self._resume = None
-        progress = {"epoch": epoch, "yielded": skip, "generation": self._epochs.generation,
-                    "length": None}
-        self._progress = progress
+        shard, epoch, skip, progress = self._begin()
         return self._generate(shard, epoch, skip, progress)
-
-def _torch_distributed() -> tuple[int, int] | None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return int(dist.get_rank()), int(dist.get_world_size())
-    return None

@@ -12,6 +12,7 @@ dims and transformed. No dask graph is built per sample.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -113,12 +114,16 @@ class PatchReader:
             self._runtime = rt
         return rt
 
-    def _generate(self, shard: ShardSpec, epoch: int, skip: int,
-                  progress: dict[str, Any]) -> Iterator[Any]:
+    def _start_epoch(self, shard: ShardSpec, epoch: int, skip: int, progress: dict[str, Any]
+                     ) -> tuple[Iterator[_RowPlan], _Releaser] | None:
+        """The row plans of one shard of ``epoch`` from sample ``skip`` on, in
+        reading order, and the tracker that drops a chunk group's own chunk
+        from the cache after its last row; None when nothing is left. Shared
+        by the per-sample path (:meth:`_generate`) and the batch loader."""
         rows, group_pos = self._epoch_rows(shard, epoch)
         progress["length"] = len(rows)
         if skip >= len(rows):
-            return
+            return None
         rt = self._runtime_here()
         blocks = shard_order(rows, group_pos, shuffle=self.shuffle, buffer=self.chunk_buffer,
                              seed=self.seed, epoch=epoch, shard=shard, skip=skip)
@@ -126,13 +131,18 @@ class PatchReader:
         # rows left per chunk group: a group's own image chunk leaves the cache
         # with its last row unless rows of other groups read it too
         remaining = np.bincount(group_pos - group_pos[0]) if skip == 0 else None
-        first_group = int(group_pos[0])
-        shared = self._shared_keys
+        return plans, _Releaser(rt.fetcher, remaining, int(group_pos[0]), self._shared_keys)
+
+    def _generate(self, shard: ShardSpec, epoch: int, skip: int,
+                  progress: dict[str, Any]) -> Iterator[Any]:
+        started = self._start_epoch(shard, epoch, skip, progress)
+        if started is None:
+            return
+        plans, releaser = started
+        rt = self._runtime_here()
         fetcher = rt.fetcher
         max_ahead = self._max_ahead(rt)
-        prefetching = rt.fetcher.pool is not None and any(
-            src is not None and src.remote for items in self._sources.values() for src in items)
-        lookahead = LOOKAHEAD_ROWS if prefetching else 1
+        lookahead = LOOKAHEAD_ROWS if self._prefetching(rt) else 1
         window: deque[_RowPlan] = deque()
         ahead = 0
         exhausted = False
@@ -142,9 +152,7 @@ class PatchReader:
                 if plan is None:
                     exhausted = True
                     break
-                for uid, src, idx in plan.chunks:
-                    if fetcher.prefetch(uid, src, idx):
-                        plan.started += 1
+                self._prefetch_plan(plan, fetcher)
                 ahead += plan.started
                 window.append(plan)
             if not window:
@@ -152,16 +160,21 @@ class PatchReader:
             plan = window.popleft()
             ahead -= plan.started
             sample = self._assemble(plan, fetcher)
-            if remaining is not None and plan.own is not None:
-                g = plan.group - first_group
-                remaining[g] -= 1
-                if remaining[g] == 0:
-                    uid, idx, key = plan.own
-                    pos = np.searchsorted(shared, key)
-                    if pos == len(shared) or shared[pos] != key:
-                        fetcher.release(uid, idx)
+            releaser.done(plan)
             progress["yielded"] += 1
             yield sample
+
+    def _prefetching(self, rt: Runtime) -> bool:
+        """Whether chunks are fetched ahead on the fetcher's threads (remote
+        sources with ``read_threads > 0``)."""
+        return rt.fetcher.pool is not None and any(
+            src is not None and src.remote for items in self._sources.values() for src in items)
+
+    @staticmethod
+    def _prefetch_plan(plan: _RowPlan, fetcher: ChunkFetcher) -> None:
+        for uid, src, idx in plan.chunks:
+            if fetcher.prefetch(uid, src, idx):
+                plan.started += 1
 
     def _max_ahead(self, rt: Runtime) -> int:
         if self.read_threads == 0:
@@ -239,21 +252,42 @@ class PatchReader:
                                                               geo.valid_stop, self.padding_mode))
                 yield _RowPlan(ids[k], boxes[k], reads, chunks_needed, groups[k], own[k])
 
-    def _assemble(self, plan: _RowPlan, fetcher: ChunkFetcher) -> Any:
+    def _assemble(self, plan: _RowPlan, fetcher: ChunkFetcher, *,
+                  out: dict[str, np.ndarray] | None = None, row: int = 0) -> Any:
+        """Read, reorder and transform one row's sample.
+
+        With ``out`` (``{modality: (n, ...) array}``, for modalities no
+        transform touches), those modalities are written into ``out[m][row]``
+        (a box inside one chunk is cropped straight from the cached chunk,
+        without an intermediate copy) and the sample holds that view.
+        """
         sample: dict[str, Any] = {}
         for m, uid, src, geo, lo, hi, idx in plan.reads:
+            target = self._output_dims.get(m)
+            dest = None if out is None else out.get(m)
+            if idx is not None and dest is not None:
+                chunk = fetcher.get(uid, src, idx)
+                view = chunk[tuple(slice(a - i * c, b - i * c)
+                                   for a, b, i, c in zip(lo, hi, idx, src.chunks, strict=True))]
+                if target is not None and target != geo.dims:
+                    view = to_output_dims(view, geo.dims, target, modality=m)
+                sample[m] = _write_row(dest, row, view, m)
+                continue
             if idx is not None:
                 arr = fetcher.read_in_chunk(uid, src, lo, hi, idx)
             else:
                 arr = fetcher.read(uid, src, lo, hi, valid_lo=geo.valid_start,
                                    valid_hi=geo.valid_stop, padding_mode=self.padding_mode)
-            target = self._output_dims.get(m)
             if target is not None and target != geo.dims:
-                arr = np.ascontiguousarray(to_output_dims(arr, geo.dims, target, modality=m))
-            sample[m] = arr
+                arr = to_output_dims(arr, geo.dims, target, modality=m)
+                if dest is None:
+                    arr = np.ascontiguousarray(arr)
+            sample[m] = arr if dest is None else _write_row(dest, row, arr, m)
         for m in self.modalities:
             if m not in sample:
-                sample[m] = np.asarray(self._entries[m][plan.image_id]["weak"])
+                weak = np.asarray(self._entries[m][plan.image_id]["weak"])
+                dest = None if out is None else out.get(m)
+                sample[m] = weak if dest is None else _write_row(dest, row, weak, m)
         for key, fn in self._transforms:
             if len(key) == 1:
                 sample[key[0]] = fn(sample[key[0]])
@@ -274,6 +308,19 @@ class PatchReader:
 
 
 
+def _write_row(dest: np.ndarray, row: int, arr: np.ndarray, modality: str) -> np.ndarray:
+    """Copy ``arr`` into ``dest[row]`` (a batch array) and return that view."""
+    if arr.shape != dest.shape[1:] or arr.dtype != dest.dtype:
+        raise DatasetError(
+            f"a {modality} patch of shape {arr.shape} and dtype {arr.dtype} does not fit the "
+            f"batch of {dest.shape[1:]} {dest.dtype} patches; every sample of a batch must have "
+            "the same shape and dtype (choose output_dims, or resize in a transform)"
+        )
+    view = dest[row, ...]  # an array view also for 0-d patches (weak values)
+    np.copyto(view, arr)
+    return view
+
+
 class _RowPlan:
     """One row to read: its boxes per modality and the chunks they touch."""
 
@@ -288,6 +335,35 @@ class _RowPlan:
         self.reads = reads
         self.chunks = chunks
         self.started = 0
+
+
+class _Releaser:
+    """Counts the rows left per chunk group and drops a group's own image
+    chunk from the cache once its last row is assembled (unless rows of other
+    groups read it too). Thread-safe: batch threads report rows in any order.
+    Without counts (a resumed epoch) chunks leave by LRU eviction only."""
+
+    def __init__(self, fetcher: ChunkFetcher, remaining: np.ndarray | None, first_group: int,
+                 shared: np.ndarray) -> None:
+        self._fetcher = fetcher
+        self._remaining = remaining
+        self._first = first_group
+        self._shared = shared
+        self._lock = threading.Lock()
+
+    def done(self, plan: _RowPlan) -> None:
+        """Record that ``plan``'s row has been assembled."""
+        if self._remaining is None or plan.own is None:
+            return
+        g = plan.group - self._first
+        with self._lock:
+            self._remaining[g] -= 1
+            last = self._remaining[g] == 0
+        if last:
+            uid, idx, key = plan.own
+            pos = np.searchsorted(self._shared, key)
+            if pos == len(self._shared) or self._shared[pos] != key:
+                self._fetcher.release(uid, idx)
 
 
 class Runtime:

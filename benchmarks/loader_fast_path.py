@@ -1,0 +1,186 @@
+"""The in-process fast path (issue 11), measured by ``bench_loader.py``.
+
+In one run, interleaved round by round so that a busy moment of a shared
+machine hits every figure alike:
+
+* ``raw_threads_<n>``: every chunk of the slide read and decoded with
+  numcodecs by ``n`` threads of one process (Blosc releases the GIL), as
+  patch-equivalents/s: the reference of the in-process path;
+* ``patch_loader_sequential`` / ``patch_loader_shuffled``: ``PatchLoader``
+  with ``threads`` threads, batches of ``batch``;
+* ``dataset_workers``: ``PatchDataset`` in ``DataLoader(num_workers=w,
+  batch_size=batch)`` (per-sample collate in the workers);
+* ``loader_in_workers``: ``PatchLoader(threads=1)`` in ``DataLoader(
+  batch_size=None, num_workers=w)``: each worker builds whole batches of its
+  share, each batch crosses the process boundary once;
+* ``patch_loader_peak_rss``: peak RSS of a process running one
+  ``PatchLoader`` epoch (sampled with psutil), on the slide and on a slide
+  ``large_factor`` times larger per side.
+
+Each measurement is printed as one JSON line; :func:`summary` gives the
+ratios and their targets.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+
+def emit(name: str, **values: Any) -> dict[str, Any]:
+    """Print one measurement as a JSON line and return it."""
+    row = {"measurement": name, **values}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def raw_thread_decode(path: str, threads: int, passes: int, per_chunk: int) -> float:
+    """Patch-equivalents/s of numcodecs decoding every chunk of level 0 with
+    ``threads`` threads of this process."""
+    import numcodecs
+    import numcodecs.blosc
+    from bench_loader import _chunk_keys
+
+    numcodecs.blosc.use_threads = False  # per-call contexts: no global lock
+    keys, array = _chunk_keys(path)
+    keys = keys * passes
+    blosc = numcodecs.Blosc()
+
+    def decode(key: str) -> int:
+        with open(os.path.join(array, key), "rb") as fh:
+            return len(blosc.decode(fh.read()))
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(decode, keys[:threads]))  # warm
+        t0 = time.perf_counter()
+        list(pool.map(decode, keys))
+        return len(keys) * per_chunk / (time.perf_counter() - t0)
+
+
+def iterate_batches(batches: Any) -> dict[str, float]:
+    """Patches/s over one pass of an iterable of batches (steady rate after
+    the first batch, and overall)."""
+    from bench_loader import batch_len
+
+    t0 = time.perf_counter()
+    it = iter(batches)
+    n = first = batch_len(next(it))
+    t1 = time.perf_counter()
+    for b in it:
+        n += batch_len(b)
+    t2 = time.perf_counter()
+    return {"patches": n, "seconds": t2 - t0, "rate": n / (t2 - t0),
+            "steady_rate": (n - first) / max(t2 - t1, 1e-9)}
+
+
+def _loader_epoch(table: Any, kwargs: dict[str, Any]) -> None:
+    from zarrdask.dataset import PatchLoader
+
+    for _ in PatchLoader(table, **kwargs):
+        pass
+
+
+def peak_rss_mb(table: Any, **kwargs: Any) -> float:
+    """Peak RSS (MB) of a fresh process running one PatchLoader epoch."""
+    import psutil
+
+    ctx = mp.get_context("spawn")  # a clean process: no pages inherited from this one
+    proc = ctx.Process(target=_loader_epoch, args=(table, kwargs))
+    proc.start()
+    peak = 0
+    handle = psutil.Process(proc.pid)
+    while proc.is_alive():
+        try:
+            peak = max(peak, handle.memory_info().rss)
+        except psutil.Error:
+            break
+        time.sleep(0.02)
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"the PatchLoader run failed (exit code {proc.exitcode})")
+    return peak / 2**20
+
+
+def measure(path: str, table: Any, *, ns: Any, per_chunk: int, large_table: Any = None
+            ) -> dict[str, Any]:
+    """Every fast-path figure, best of ``ns.repeat`` interleaved rounds."""
+    from zarrdask.dataset import PatchDataset, PatchLoader
+
+    threads, workers, batch = ns.threads, ns.workers, ns.batch
+    runs: dict[str, list[float]] = {}
+
+    def keep(name: str, value: float, **extra: Any) -> None:
+        runs.setdefault(name, []).append(value)
+        emit(name, rate=round(value, 1), **extra)
+
+    for round_ in range(ns.repeat):
+        keep(f"raw_threads_{threads}", raw_thread_decode(path, threads, ns.passes, per_chunk),
+             round=round_)
+        keep("raw_threads_1", raw_thread_decode(path, 1, ns.passes, per_chunk), round=round_)
+        seq = iterate_batches(PatchLoader(table, batch_size=batch, threads=threads))
+        keep("patch_loader_sequential", seq["steady_rate"], round=round_, threads=threads)
+        shuf = iterate_batches(PatchLoader(table, batch_size=batch, threads=threads, shuffle=True,
+                                           chunk_buffer=ns.chunk_buffer))
+        keep("patch_loader_shuffled", shuf["steady_rate"], round=round_,
+             chunk_buffer=ns.chunk_buffer)
+        per_sample = iterate_batches(torch.utils.data.DataLoader(
+            PatchDataset(table), batch_size=batch, num_workers=workers))
+        keep("dataset_workers", per_sample["steady_rate"], round=round_, workers=workers)
+        whole = iterate_batches(torch.utils.data.DataLoader(
+            PatchLoader(table, batch_size=batch, threads=1), batch_size=None,
+            num_workers=workers))
+        keep("loader_in_workers", whole["steady_rate"], round=round_, workers=workers)
+    out: dict[str, Any] = {name: max(values) for name, values in runs.items()}
+    out["all_runs"] = runs
+    out["threads"] = threads
+    out["patch_loader_peak_rss_mb"] = peak_rss_mb(table, batch_size=batch, threads=threads)
+    emit("patch_loader_peak_rss", mb=round(out["patch_loader_peak_rss_mb"], 1))
+    if large_table is not None:
+        out["patch_loader_peak_rss_large_mb"] = peak_rss_mb(large_table, batch_size=batch,
+                                                            threads=threads)
+        emit("patch_loader_peak_rss_large", mb=round(out["patch_loader_peak_rss_large_mb"], 1),
+             patches=len(large_table))
+    return out
+
+
+def summary(fast: dict[str, Any], *, combined_bound: float | None = None,
+            zarrdataset_loader: float | None = None) -> list[tuple[str, float | None, str]]:
+    """``(ratio name, value or None when not measured, target)`` rows."""
+    t = fast["threads"]
+    seq = fast["patch_loader_sequential"]
+    rows: list[tuple[str, float | None, str]] = [
+        (f"PatchLoader seq / raw {t}-thread decode", seq / fast[f"raw_threads_{t}"], ">= 0.85"),
+        ("PatchLoader shuffled / sequential", fast["patch_loader_shuffled"] / seq, ">= 0.80"),
+        ("PatchDataset workers / decode+transport bound",
+         fast["dataset_workers"] / combined_bound if combined_bound else None, ">= 0.90"),
+        ("PatchLoader / PatchDataset workers", seq / fast["dataset_workers"], "(info)"),
+        ("whole batches in workers / per-sample collate",
+         fast["loader_in_workers"] / fast["dataset_workers"], "(keep the faster)"),
+        ("PatchLoader / zarrdataset 0.2.2 (2 workers)",
+         seq / zarrdataset_loader if zarrdataset_loader else None, ">= 3"),
+        ("PatchLoader / xbatcher", None, ">= 15 (not measured: xbatcher not installed)"),
+        ("PatchLoader / imagecodecs JPEG decode", None, ">= 0.85 (not measured)"),
+        ("PatchLoader S3 +20 ms / local", None, ">= 0.70 (not measured)"),
+        ("PatchLoader peak RSS MB", fast["patch_loader_peak_rss_mb"], "<= 400"),
+    ]
+    if "patch_loader_peak_rss_large_mb" in fast:
+        rows.append(("peak RSS large / small slide",
+                     fast["patch_loader_peak_rss_large_mb"] / fast["patch_loader_peak_rss_mb"],
+                     "<= 1.10"))
+    return rows
+
+
+def print_summary(rows: list[tuple[str, float | None, str]]) -> None:
+    print(f"\n{'fast path ratio':50s} {'value':>8s}  target")
+    for name, value, target in rows:
+        shown = "   -   " if value is None else f"{value:8.2f}"
+        print(f"{name:50s} {shown:>8s}  {target}")
+
+
+__all__ = ["emit", "measure", "summary", "print_summary", "raw_thread_decode"]
