@@ -362,12 +362,19 @@ class ChunkFetcher:
                 return
             mine: Future = Future()
             self._inflight[key] = mine
+        self._decode_owned(mine, key, source, idx)
+
+    def _decode_owned(self, mine: Future, key: Any, source: ArraySource,
+                      idx: tuple[int, ...]) -> np.ndarray:
+        """Decode a chunk this thread registered as in flight (``mine``), and
+        hand the result, or the error, to the threads waiting for it."""
         try:
             arr = self._load(key, source, idx)
         except BaseException as exc:
             mine.set_exception(exc)
             raise
         mine.set_result(arr)
+        return arr
 
     def get(self, uid: Any, source: ArraySource, idx: tuple[int, ...]) -> np.ndarray:
         """The decoded chunk: from the cache, from a decode in flight (on the
@@ -389,13 +396,7 @@ class ChunkFetcher:
         if future is not None:
             return future.result()
         assert mine is not None
-        try:
-            arr = self._load(key, source, idx)
-        except BaseException as exc:
-            mine.set_exception(exc)
-            raise
-        mine.set_result(arr)
-        return arr
+        return self._decode_owned(mine, key, source, idx)
 
     def read_in_chunk(self, uid: Any, source: ArraySource, lo: Sequence[int], hi: Sequence[int],
                       idx: tuple[int, ...]) -> np.ndarray:
