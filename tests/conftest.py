@@ -25,3 +25,14 @@ def slide_v2(tmp_path_factory) -> str:
 
     path = tmp_path_factory.mktemp("slides") / "slide_v2.zarr"
     return write_synthetic_slide(path, size=1024, chunk=256, levels=3, seed=2, zarr_format=2)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real dask.distributed cluster of two worker processes, one per test module."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c

@@ -15,7 +15,6 @@ import pytest
 import torch
 import xarray as xr
 import zarr
-from distributed import Client, LocalCluster
 from torch.utils.data import DataLoader
 
 import zarrdask.compat as zds
@@ -25,13 +24,6 @@ from zarrdask.datasets import write_synthetic_slide
 from zarrdask.errors import MaskError
 from zarrdask.masks import tissue_mask
 from zarrdask.table import read_table
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
 def _index_labels(shape: tuple[int, int]) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from distributed import Client, LocalCluster, WorkerPlugin
+from distributed import WorkerPlugin
 
 from zarrdask.grid.build import build_table
 
@@ -27,12 +27,6 @@ class _KillFirstGridTask(WorkerPlugin):
             os.close(fd)
             os._exit(1)
 
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.mark.timeout(240)

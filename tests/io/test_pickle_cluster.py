@@ -8,7 +8,6 @@ import io
 import os
 import pickle
 import pickletools
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,6 @@ import pytest
 import tifffile
 import xarray as xr
 import zarr
-from distributed import Client, LocalCluster
 
 import zarrdask as zd
 from zarrdask.io.recipe import ArrayRecipe, LazyArray, recipe_of
@@ -166,13 +164,6 @@ def test_dataarray_pickle_does_not_grow_with_the_image_side(huge_unwritten):
 # --------------------------------------------------------------------------
 # A real cluster: two worker processes
 
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        c.wait_for_workers(2, timeout=60)
-        yield c
 
 
 def _worker_pid() -> int:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import shapely
 import torch
-from distributed import Client, LocalCluster
 from shapely.geometry import MultiPolygon, Polygon, box, mapping
 from torch.utils.data import DataLoader
 
@@ -114,12 +113,6 @@ def test_physical_coordinates_at_a_coarser_resolution(image):
     truth[30:110, 20:100] = 1
     np.testing.assert_array_equal(labels.values, truth)
 
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.mark.timeout(180)
