@@ -51,24 +51,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
-def test_torchrun_ranks_get_equal_batches_by_default_on_uneven_data(slide3, make_table, tmp_path):
-    full = make_table([slide3], patch=64, stride=64)
+needs_torchrun = pytest.mark.skipif(
+    shutil.which("torchrun") is None
+    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+    reason="torchrun not installed")
+
+
+def _run_two_ranks(script_text: str, slide: str, make_table, tmp_path, *args: str) -> None:
+    """Run ``script_text`` on 2 torchrun/gloo ranks over a 33-row table of
+    ``slide`` (uneven on purpose), bounded by a hard timeout."""
+    import zarrdask
+
+    full = make_table([slide], patch=64, stride=64)
     table = PatchTable(full.frame.iloc[:33].reset_index(drop=True), full.meta)
     path = table.to_parquet(tmp_path / "t33.parquet")
     script = tmp_path / "rank.py"
-    script.write_text(_RANK_SCRIPT)
+    script.write_text(script_text)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script), str(path),
-           str(tmp_path)]
-    import zarrdask
-
+           str(tmp_path), *args]
     root = os.path.dirname(os.path.dirname(os.path.abspath(zarrdask.__file__)))
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@needs_torchrun
+def test_torchrun_ranks_get_equal_batches_by_default_on_uneven_data(slide3, make_table, tmp_path):
+    _run_two_ranks(_RANK_SCRIPT, slide3, make_table, tmp_path)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     # 17 samples per rank (one patch read twice, as DistributedSampler), 8 + 9 per worker
     assert [r["batches"] for r in results] == [3, 3]
@@ -105,25 +116,10 @@ _LOADER_RANK_SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+@needs_torchrun
 @pytest.mark.parametrize("mode", ["even", "exact"])
 def test_patch_loader_shards_across_torchrun_ranks(slide3, make_table, tmp_path, mode):
-    full = make_table([slide3], patch=64, stride=64)
-    table = PatchTable(full.frame.iloc[:33].reset_index(drop=True), full.meta)
-    path = table.to_parquet(tmp_path / "t33.parquet")
-    script = tmp_path / "loader_rank.py"
-    script.write_text(_LOADER_RANK_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script), str(path),
-           str(tmp_path), mode]
-    import zarrdask
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(zarrdask.__file__)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_two_ranks(_LOADER_RANK_SCRIPT, slide3, make_table, tmp_path, mode)
     results = [json.loads((tmp_path / f"loader{r}.json").read_text()) for r in range(2)]
     keys = [tuple(k) for r in results for k in r["keys"]]
     assert [r["batches"] for r in results] == [r["len"] for r in results]
