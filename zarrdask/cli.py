@@ -120,21 +120,23 @@ def _at_least(minimum: int):
     return parse
 
 
-def _positive_float(text: str) -> float:
+def _float_or_nan(text: str) -> float:
+    """``float(text)``, NaN when it is not a number (NaN fails every check)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = float("nan")
+        return float("nan")
+
+
+def _positive_float(text: str) -> float:
+    value = _float_or_nan(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
 
 
 def _min_area(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    value = _float_or_nan(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a fraction (< 1) or a pixel count (>= 1)")
