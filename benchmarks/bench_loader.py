@@ -158,20 +158,29 @@ def _chunk_keys(path: str) -> tuple[list[str], str]:
     return keys, array
 
 
-def _decode_keys(args: tuple[str, list[str]]) -> int:
+def chunk_decoder(array: str):
+    """The numcodecs codec of a zarr v2 array's chunks (its ``compressor``;
+    Blosc without its global-context lock, which forked processes share and
+    which would serialise threads)."""
     import numcodecs
     import numcodecs.blosc
 
-    # per-call Blosc contexts: numcodecs' global-context lock is shared by
-    # forked processes and would serialise them
     numcodecs.blosc.use_threads = False
+    with open(os.path.join(array, ".zarray")) as fh:
+        meta = json.load(fh)
+    if meta.get("filters"):
+        raise ValueError(f"{array}: filters {meta['filters']} are not measured by the raw decode")
+    return numcodecs.get_codec(meta["compressor"])
+
+
+def _decode_keys(args: tuple[str, list[str]]) -> int:
     array, keys = args
-    blosc = numcodecs.Blosc()
+    codec = chunk_decoder(array)
     total = 0
     for key in keys:
         with open(os.path.join(array, key), "rb") as fh:
             raw = fh.read()
-        total += np.frombuffer(blosc.decode(raw), dtype=np.uint8).size
+        total += np.frombuffer(codec.decode(raw), dtype=np.uint8).size
     return total
 
 

@@ -4,7 +4,8 @@ In one run, interleaved round by round so that a busy moment of a shared
 machine hits every figure alike:
 
 * ``raw_threads_<n>``: every chunk of the slide read and decoded with
-  numcodecs by ``n`` threads of one process (Blosc releases the GIL), as
+  its own numcodecs codec by ``n`` threads of one process (Blosc and zstd
+  release the GIL), as
   patch-equivalents/s: the reference of the in-process path;
 * ``patch_loader_sequential`` / ``patch_loader_shuffled``: ``PatchLoader``
   with ``threads`` threads, batches of ``batch``;
@@ -43,18 +44,15 @@ def emit(name: str, **values: Any) -> dict[str, Any]:
 def raw_thread_decode(path: str, threads: int, passes: int, per_chunk: int) -> float:
     """Patch-equivalents/s of numcodecs decoding every chunk of level 0 with
     ``threads`` threads of this process."""
-    import numcodecs
-    import numcodecs.blosc
-    from bench_loader import _chunk_keys
+    from bench_loader import _chunk_keys, chunk_decoder
 
-    numcodecs.blosc.use_threads = False  # per-call contexts: no global lock
     keys, array = _chunk_keys(path)
     keys = keys * passes
-    blosc = numcodecs.Blosc()
+    codec = chunk_decoder(array)
 
     def decode(key: str) -> int:
         with open(os.path.join(array, key), "rb") as fh:
-            return len(blosc.decode(fh.read()))
+            return len(codec.decode(fh.read()))
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(decode, keys[:threads]))  # warm

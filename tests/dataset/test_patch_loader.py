@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import shutil
 import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -315,4 +316,26 @@ def test_s3_batches_match_the_dataset_and_a_fault_surfaces_typed(s3_server, s3_l
     with pytest.raises(RemoteAccessError, match=rf"(?s)slide_v3\.zarr.*127\.0\.0\.1:{fault_proxy.port}"):
         for _ in it:
             pass
+    assert loader_threads() == []
+
+
+def test_remote_chunks_are_fetched_ahead_of_the_batches_in_flight(s3_server, s3_loader_table):
+    """With one-row batches and one batch in flight, the loader still keeps
+    up to ``2 x read_threads`` remote chunks on their way (latency hiding
+    does not depend on the batch size)."""
+    loader = PatchLoader(s3_loader_table, batch_size=1, threads=1, prefetch=1, read_threads=4,
+                         storage_options=s3_server.storage_options)
+    chunks = {(int(i), int(c)) for i, c in zip(s3_loader_table.frame["image_id"],
+                                               s3_loader_table.frame["chunk_id"], strict=True)}
+    assert len(chunks) >= 8, "the table must span more chunks than the lookahead bound"
+    it = iter(loader)
+    next(it)
+    fetcher = loader.dataset._runtime.fetcher
+    deadline = time.monotonic() + 30
+    while fetcher._inflight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not fetcher._inflight
+    # 1 row consumed, at most 2 rows in batches: without lookahead <= 3 chunks
+    assert loader.read_stats()["decoded"] >= 8
+    it.close()
     assert loader_threads() == []

@@ -22,7 +22,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from torch.utils.data import default_collate
 from ..table import PatchTable
 from .options import check_flag, check_int
 from .patch_dataset import PatchDataset
+from .reader import LOOKAHEAD_ROWS
 
 __all__ = ["PatchLoader", "collate_samples"]
 
@@ -70,7 +70,7 @@ class PatchLoader(torch.utils.data.IterableDataset):
         ``chunk_buffer``, ``transforms``, ``weights``, ``modalities``,
         ``return_tuple``, ``storage_options``, ``read_threads``...). Chunks
         of remote sources are fetched ahead on ``read_threads`` extra
-        threads (default 4) for the batches in flight.
+        threads (default 16), planned ahead of the batches in flight.
 
     Notes
     -----
@@ -199,29 +199,49 @@ class PatchLoader(torch.utils.data.IterableDataset):
             return _pinned(batch) if pin else batch
 
         pool = ThreadPoolExecutor(threads, thread_name_prefix=THREAD_PREFIX)
-        pending: deque[tuple[Future, int]] = deque()
-        exhausted = False
+        # remote sources: rows are planned, and their chunks fetched, ahead of
+        # the batches in flight, up to the fetcher's bound (``read_threads``
+        # and the cache); local sources are decoded by the batch's own thread
+        max_ahead = ds._max_ahead(rt) if prefetching else 0
+        queued: deque[Any] = deque()  # planned rows not yet in a batch
+        pending: deque[tuple[Future, int, int]] = deque()  # batch, rows, fetches started
+        state = {"ahead": 0, "exhausted": False}
+
+        def pull() -> bool:
+            plan = next(plans, None)
+            if plan is None:
+                state["exhausted"] = True
+                return False
+            if prefetching:
+                ds._prefetch_plan(plan, fetcher)
+                state["ahead"] += plan.started
+            queued.append(plan)
+            return True
+
         try:
             while True:
-                while not exhausted and len(pending) < window:
-                    batch_plans = list(islice(plans, size))
-                    if not batch_plans or (self.drop_last and len(batch_plans) < size):
-                        exhausted = True
+                while len(pending) < window:
+                    while len(queued) < size and not state["exhausted"] and pull():
+                        pass
+                    if not queued or (self.drop_last and len(queued) < size):
                         break
-                    if prefetching:
-                        for plan in batch_plans:
-                            ds._prefetch_plan(plan, fetcher)
-                    pending.append((pool.submit(build, batch_plans), len(batch_plans)))
+                    batch_plans = [queued.popleft() for _ in range(min(size, len(queued)))]
+                    started = sum(plan.started for plan in batch_plans)
+                    pending.append((pool.submit(build, batch_plans), len(batch_plans), started))
+                while (prefetching and not state["exhausted"] and state["ahead"] < max_ahead
+                       and len(queued) < LOOKAHEAD_ROWS and pull()):
+                    pass
                 if not pending:
                     break
-                future, n = pending.popleft()
+                future, n, started = pending.popleft()
                 batch = future.result()  # a pool thread's error surfaces here, typed
+                state["ahead"] -= started
                 progress["yielded"] += n
                 yield batch
             if progress["length"] is not None:  # dropped remainder: the epoch is done
                 progress["yielded"] = max(progress["yielded"], progress["length"])
         finally:
-            for future, _ in pending:
+            for future, _, _ in pending:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
