@@ -158,14 +158,36 @@ def _chunk_keys(path: str) -> tuple[list[str], str]:
     return keys, array
 
 
+class _ChainDecoder:
+    """A zarr v3 codec chain as the direct read path runs it: crc32c checked
+    and stripped, then Blosc."""
+
+    def __init__(self, codecs: list) -> None:
+        self.codecs = codecs
+
+    def decode(self, raw: bytes) -> bytes:
+        for codec in self.codecs:
+            raw = codec.decode(raw)
+        return raw
+
+
 def chunk_decoder(array: str):
-    """The numcodecs codec of a zarr v2 array's chunks (its ``compressor``;
-    Blosc without its global-context lock, which forked processes share and
-    which would serialise threads)."""
+    """The numcodecs codec(s) of a zarr array's chunks: v2 ``compressor``, or
+    the v3 chain (Blosc, crc32c), in the order decoding runs them. Blosc runs
+    without its global-context lock, which forked processes share and which
+    would serialise threads."""
     import numcodecs
     import numcodecs.blosc
 
     numcodecs.blosc.use_threads = False
+    if os.path.exists(os.path.join(array, "zarr.json")):
+        with open(os.path.join(array, "zarr.json")) as fh:
+            codecs = json.load(fh)["codecs"]
+        names = [c["name"] for c in codecs]
+        if names not in (["bytes", "blosc", "crc32c"], ["bytes", "blosc"]):
+            raise ValueError(f"{array}: codecs {names} are not measured by the raw decode")
+        chain = [numcodecs.CRC32C()] if "crc32c" in names else []
+        return _ChainDecoder([*chain, numcodecs.Blosc()])
     with open(os.path.join(array, ".zarray")) as fh:
         meta = json.load(fh)
     if meta.get("filters"):
@@ -448,6 +470,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 4096² slide, one repeat, 100 slides, no zarrdataset")
     parser.add_argument("--threads", type=int, default=2, help="PatchLoader threads")
+    parser.add_argument("--peer-seconds", type=float, default=20.0,
+                        help="time spent on each of xbatcher and zarrdataset per round")
+    parser.add_argument("--no-xbatcher", dest="xbatcher", action="store_false",
+                        help="skip xbatcher")
     parser.add_argument("--fast-path-only", action="store_true",
                         help="only the PatchLoader figures and their references (issue 11)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "loader.json"))
@@ -616,7 +642,25 @@ def fast_path_run(ns: argparse.Namespace, path: str, table: Any, per_chunk: int,
     fast = loader_fast_path.measure(path, table, ns=ns, per_chunk=per_chunk, large_table=large)
     results.update({"limit_patches_per_s": lim, "transport_ceiling_patches_per_s": ceiling,
                     "combined_bound_patches_per_s": bound, "fast_path": fast})
-    rows = loader_fast_path.summary(fast, combined_bound=bound)
+    peers: dict[str, float] = {}
+    if not ns.no_zarrdataset:
+        # the same zarr v2 file for both: zarrdataset 0.2.2 cannot read v3
+        v2 = ensure_slide(ns.size, ns.chunk, zarr_format=2, levels=1)
+        try:
+            from zarrdask.dataset import PatchLoader
+
+            ours = loader_fast_path.iterate_batches(PatchLoader(
+                grid_table(v2, ns.patch), batch_size=ns.batch, threads=ns.threads))
+            results["zarrdataset"] = measure_zarrdataset(
+                v2, patch=ns.patch, batch=ns.batch, workers=ns.workers, max_s=ns.peer_seconds)
+            peers = {"zarrdataset": results["zarrdataset"]["loader_sequential"]["rate"],
+                     "patch_loader_v2": ours["steady_rate"]}
+            for name, value in peers.items():
+                loader_fast_path.emit(name, rate=round(value, 1), slide=v2)
+        except Exception as exc:  # reported, the rest of the run stands
+            results["zarrdataset_error"] = str(exc)
+            print(f"zarrdataset 0.2.2 not measured: {exc}", file=sys.stderr)
+    rows = loader_fast_path.summary(fast, combined_bound=bound, peers=peers)
     results["fast_path_ratios"] = {name: value for name, value, _ in rows}
     loader_fast_path.print_summary(rows)
     out = ns.out if ns.out != os.path.join(RESULTS, "loader.json") else \

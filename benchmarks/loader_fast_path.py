@@ -77,6 +77,50 @@ def iterate_batches(batches: Any) -> dict[str, float]:
             "steady_rate": (n - first) / max(t2 - t1, 1e-9)}
 
 
+class _XbatcherPatches(torch.utils.data.Dataset):
+    """xbatcher 0.4's ``BatchGenerator`` over the slide (one 256² patch per
+    item), as a map-style dataset of tensors: how an xarray user would feed
+    a DataLoader with it."""
+
+    def __init__(self, path: str, patch: int) -> None:
+        self.path, self.patch, self._gen = path, patch, None
+
+    def _generator(self) -> Any:
+        if self._gen is None:  # opened in each worker
+            import xbatcher
+
+            import zarrdask as zd
+
+            image = zd.open_image(self.path)
+            self._gen = xbatcher.BatchGenerator(image, input_dims={"y": self.patch,
+                                                                   "x": self.patch})
+        return self._gen
+
+    def __len__(self) -> int:
+        return len(self._generator())
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self._generator()[i].values)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "patch": self.patch, "_gen": None}
+
+
+def xbatcher_rate(path: str, *, patch: int, batch: int, workers: int, max_s: float) -> float:
+    """Patches/s of xbatcher's ``BatchGenerator`` in ``DataLoader(num_workers=
+    workers, batch_size=batch)``, over at most ``max_s`` seconds."""
+    loader = torch.utils.data.DataLoader(_XbatcherPatches(path, patch), batch_size=batch,
+                                         num_workers=workers)
+    it = iter(loader)
+    n = len(next(it))
+    t0 = time.perf_counter()
+    for b in it:
+        n += len(b)
+        if time.perf_counter() - t0 > max_s:
+            break
+    return (n - batch) / (time.perf_counter() - t0)
+
+
 def _loader_epoch(table: Any, kwargs: dict[str, Any]) -> None:
     from zarrdask.dataset import PatchLoader
 
@@ -134,6 +178,9 @@ def measure(path: str, table: Any, *, ns: Any, per_chunk: int, large_table: Any 
             PatchLoader(table, batch_size=batch, threads=1), batch_size=None,
             num_workers=workers))
         keep("loader_in_workers", whole["steady_rate"], round=round_, workers=workers)
+        if getattr(ns, "xbatcher", True):
+            keep("xbatcher", xbatcher_rate(path, patch=ns.patch, batch=batch, workers=workers,
+                                           max_s=ns.peer_seconds), round=round_, workers=workers)
     out: dict[str, Any] = {name: max(values) for name, values in runs.items()}
     out["all_runs"] = runs
     out["threads"] = threads
@@ -148,7 +195,7 @@ def measure(path: str, table: Any, *, ns: Any, per_chunk: int, large_table: Any 
 
 
 def summary(fast: dict[str, Any], *, combined_bound: float | None = None,
-            zarrdataset_loader: float | None = None) -> list[tuple[str, float | None, str]]:
+            peers: dict[str, float] | None = None) -> list[tuple[str, float | None, str]]:
     """``(ratio name, value or None when not measured, target)`` rows."""
     t = fast["threads"]
     seq = fast["patch_loader_sequential"]
@@ -160,11 +207,10 @@ def summary(fast: dict[str, Any], *, combined_bound: float | None = None,
         ("PatchLoader / PatchDataset workers", seq / fast["dataset_workers"], "(info)"),
         ("whole batches in workers / per-sample collate",
          fast["loader_in_workers"] / fast["dataset_workers"], "(keep the faster)"),
-        ("PatchLoader / zarrdataset 0.2.2 (2 workers)",
-         seq / zarrdataset_loader if zarrdataset_loader else None, ">= 3"),
-        ("PatchLoader / xbatcher", None, ">= 15 (not measured: xbatcher not installed)"),
-        ("PatchLoader / imagecodecs JPEG decode", None, ">= 0.85 (not measured)"),
-        ("PatchLoader S3 +20 ms / local", None, ">= 0.70 (not measured)"),
+        ("PatchLoader / zarrdataset 0.2.2 (2 workers, same v2 file)",
+         peers["patch_loader_v2"] / peers["zarrdataset"] if peers else None, ">= 3"),
+        ("PatchLoader / xbatcher (2 workers)",
+         seq / fast["xbatcher"] if fast.get("xbatcher") else None, ">= 15"),
         ("PatchLoader peak RSS MB", fast["patch_loader_peak_rss_mb"], "<= 400"),
     ]
     if "patch_loader_peak_rss_large_mb" in fast:

@@ -8,6 +8,9 @@ In one run, interleaved round by round, on one synthetic slide (zarr v2,
 512² zstd chunks, every 256² patch of level 0):
 
 * ``local``: ``PatchLoader(threads=2)`` on the slide on local disk;
+* ``raw_s3_fetch`` / ``raw_s3_fetch_latency``: every chunk fetched (not
+  decoded) by one batched asynchronous ``s3fs.cat``, direct and through the
+  proxy: what the loopback server and the S3 client deliver at most here;
 * ``s3``: the same table read from moto's S3 server on loopback (its own
   process, ``moto_server``), no added latency: what the server and the
   HTTP client cost on this machine;
@@ -117,6 +120,19 @@ def upload(path: str, endpoint: str) -> str:
     return f"s3://{BUCKET}/{name}"
 
 
+def raw_fetch_rate(url: str, endpoint: str, per_chunk: int) -> float:
+    """Patch-equivalents/s of fetching every level-0 chunk with one batched,
+    asynchronous ``s3fs.cat`` (no decode): what the server and the client
+    library deliver at most through ``endpoint``."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**storage_options(endpoint), skip_instance_cache=True)
+    keys = [k for k in fs.find(f"{url}/0") if os.path.basename(k)[:1].isdigit()]
+    t0 = time.perf_counter()
+    fs.cat(keys)
+    return len(keys) * per_chunk / (time.perf_counter() - t0)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import zarrdask as zd
 
@@ -150,6 +166,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise RuntimeError(f"remote table has {len(remote)} rows, local {len(local)}")
         with latency_proxy(endpoint, ns.delay_ms) as slow:
             for round_ in range(ns.repeat):
+                for name, where in (("raw_s3_fetch", endpoint), ("raw_s3_fetch_latency", slow)):
+                    rate = raw_fetch_rate(url, where, per_chunk=4)
+                    runs.setdefault(name, []).append(rate)
+                    emit(name, rate=round(rate, 1), round=round_)
                 keep("local", zd.PatchLoader(local, batch_size=ns.batch, threads=ns.threads),
                      round=round_)
                 keep("s3", zd.PatchLoader(remote, batch_size=ns.batch, threads=ns.threads,
@@ -164,6 +184,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     round=round_, delay_ms=ns.delay_ms, read_threads=ns.read_threads)
     best = {name: max(values) for name, values in runs.items()}
     ratios = {
+        "raw s3 fetch / local": best["raw_s3_fetch"] / best["local"],
+        "s3 / raw s3 fetch": best["s3"] / best["raw_s3_fetch"],
+        "s3_latency / raw s3 fetch with latency": best["s3_latency"] / best["raw_s3_fetch_latency"],
         "s3 / local": best["s3"] / best["local"],
         "s3_latency / s3": best["s3_latency"] / best["s3"],
         "s3_latency / local (target >= 0.70)": best["s3_latency"] / best["local"],
