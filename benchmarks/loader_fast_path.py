@@ -100,17 +100,32 @@ class _XbatcherPatches(torch.utils.data.Dataset):
         return len(self._generator())
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(self._generator()[i].values)
+        import dask
+
+        # each DataLoader worker reads on its own thread: dask's threaded
+        # scheduler pool, inherited through fork from a parent that computed
+        # before, would never run a task (the benchmark hung there)
+        with dask.config.set(scheduler="synchronous"):
+            return torch.from_numpy(self._generator()[i].values)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "patch": self.patch, "_gen": None}
+
+
+def _fresh_generator(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: each worker opens the slide itself
+    instead of using the parent's open arrays."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        info.dataset._gen = None
 
 
 def xbatcher_rate(path: str, *, patch: int, batch: int, workers: int, max_s: float) -> float:
     """Patches/s of xbatcher's ``BatchGenerator`` in ``DataLoader(num_workers=
     workers, batch_size=batch)``, over at most ``max_s`` seconds."""
     loader = torch.utils.data.DataLoader(_XbatcherPatches(path, patch), batch_size=batch,
-                                         num_workers=workers)
+                                         num_workers=workers,
+                                         worker_init_fn=_fresh_generator)
     it = iter(loader)
     n = len(next(it))
     t0 = time.perf_counter()
