@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import TableError
+from .grid.label_files import source_stem
 from .table import PatchTable, absolute_location
 
 __all__ = ["join_image_labels", "image_keys"]
@@ -47,7 +48,7 @@ def image_keys(table: PatchTable, on: str) -> list[Any]:
         elif on == "name":
             keys.append(str(entry.get("name")))
         elif isinstance(source, str):
-            keys.append(_normal(source) if on == "source" else _stem(source))
+            keys.append(_normal(source) if on == "source" else source_stem(source))
         else:
             keys.append(None)  # an in-memory image: only image_id or name reach it
     return keys
@@ -55,14 +56,6 @@ def image_keys(table: PatchTable, on: str) -> list[Any]:
 
 def _normal(source: str) -> str:
     return str(absolute_location(os.path.expanduser(source))).rstrip("/")
-
-
-def _stem(source: str) -> str:
-    base = source.rstrip("/").rsplit("/", 1)[-1]
-    base = os.path.basename(base)
-    stem, dot, _ = base.rpartition(".")
-    stem = stem if dot else base
-    return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
 def _as_frame(labels: Any, on: str, name: str) -> pd.DataFrame:
