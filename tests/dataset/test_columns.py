@@ -114,6 +114,20 @@ def test_resumed_loader_yields_the_columns_of_the_remaining_batches(labelled):
         _check_batch(a)
 
 
+def test_resumed_dataset_yields_the_columns_of_the_remaining_samples(labelled):
+    opts = dict(columns=COLUMNS, shuffle=True, seed=5)
+    full = list(PatchDataset(labelled, **opts))
+    first = PatchDataset(labelled, **opts)
+    it = iter(first)
+    for _ in range(17):
+        next(it)
+    resumed = PatchDataset(labelled, **opts)
+    resumed.load_state_dict(first.state_dict())
+    rest = list(resumed)
+    assert [(s["image_id"], s["split"], s["cls"].item()) for s in rest] == \
+        [(s["image_id"], s["split"], s["cls"].item()) for s in full[17:]]
+
+
 def test_a_parquet_table_keeps_the_columns(labelled, tmp_path):
     path = labelled.to_parquet(tmp_path / "t.parquet")
     ds = PatchDataset(path, columns=COLUMNS)

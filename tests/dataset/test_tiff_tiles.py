@@ -91,3 +91,15 @@ def test_a_damaged_tile_is_a_corrupt_chunk_naming_it(tmp_path, make_table):
     with pytest.raises(CorruptChunkError, match=r"chunk \(1, 1, 0\) of images.*bad\.tif"):
         for _ in PatchDataset(table):
             pass
+
+
+@pytest.mark.parametrize("write", [wsi_files.write_svs, wsi_files.write_ndpi_like,
+                                   wsi_files.write_scn_like, wsi_files.write_philips_like],
+                         ids=["svs", "ndpi-like", "scn-like", "philips-like"])
+def test_vendor_levels_read_directly_give_tifffiles_pixels(tmp_path, make_table, write):
+    path = str(tmp_path / "slide.tif")
+    write(path, wsi_files.rgb_slide((512, 384), seed=8))
+    table = make_table([path], patch=100, stride=90, allow_incomplete=True)
+    ds = PatchDataset(table)
+    assert _check_all(ds, tifffile.imread(path)) == len(ds) > 0
+    assert set(ds.read_stats()["modes"].values()) == {"tiff-direct"}
