@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 #: figures (inline image/png outputs) each notebook must show, at least
-MIN_FIGURES = {"explore.ipynb": 5, "predict.ipynb": 2}
+MIN_FIGURES = {"explore.ipynb": 5, "predict.ipynb": 2, "annotations.ipynb": 5}
 
 
 def _pngs(cell) -> list[str]:

@@ -38,6 +38,7 @@ from .errors import (
     ZarrdaskError,
 )
 from .grid.build import GridWarning, build_table
+from .image_labels import join_image_labels
 from .io import connect_s3, isconsolidated, open_image, open_pyramid
 from .masks import (
     Annotations,
@@ -63,6 +64,7 @@ __all__ = [
     "build_table",
     "read_table",
     "PatchTable",
+    "join_image_labels",
     "PatchDataset",
     "PredictionWriter",
     "PredictionError",

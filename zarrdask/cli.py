@@ -251,10 +251,12 @@ def _grid_table(args: argparse.Namespace, sources: list, client) -> object:
         mpp=getattr(args, "mpp", None), mask_mpp=mask_mpp, min_area=args.min_area, masks=masks, tissue_options=tissue,
         allow_incomplete_patches=args.allow_incomplete, sampler=args.sampler, seed=args.seed,
         client=client, progress=not args.quiet, on_error=args.on_error,
+        labels=getattr(args, "labels", None),
     )
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
+    from .grid.label_files import labels_for_sources
     from .table_files import check_writable
 
     if args.level is not None and args.mpp is not None:
@@ -263,6 +265,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         raise OptionError(f"--level {args.level} and --mpp {args.mpp:g} both given; pass one "
                           "(--mpp chooses the level of each slide)")
     check_writable(args.out)  # before any compute, naming --out
+    args.labels = labels_for_sources(args.labels, args.sources)  # one labels source per image
     with _Cluster(args.scheduler, args.workers, args.threads,
                   wait_workers=args.wait_workers) as client:
         table = _grid_table(args, args.sources, client)
@@ -366,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tissue mask scale")
     p.add_argument("--mask-mpp", type=_positive_float, default=None,
                    help="tissue-mask resolution in um per pixel (instead of --mask-scale)")
+    p.add_argument("--labels", action="append", default=None, metavar="PATH_OR_GEOJSON",
+                   help="labels (GeoJSON annotations, a label image): once per source in "
+                        "order ('none' for none), or one pattern like 'ann/{stem}.geojson'")
     p.add_argument("--allow-incomplete", action="store_true", help="keep edge patches")
     p.add_argument("--sampler", default="grid", choices=["grid", "blue-noise"])
     p.add_argument("--seed", type=int, default=0, help="seed of random samplers")

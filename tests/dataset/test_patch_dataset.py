@@ -212,7 +212,7 @@ def test_modalities_that_cannot_be_read_fail_early_with_the_fix(slide3, make_tab
         PatchDataset(table, padding_mode="mirror")
 
 
-def test_tiff_sources_fall_back_to_zarr_python_tile_reads(tmp_path, make_table):
+def test_tiled_tiff_sources_decode_their_tiles_directly(tmp_path, make_table):
     import tifffile
 
     rng = np.random.default_rng(1)
@@ -228,7 +228,7 @@ def test_tiff_sources_fall_back_to_zarr_python_tile_reads(tmp_path, make_table):
         assert s["images"].flags.c_contiguous
         n += 1
     assert n == len(ds) > 0
-    assert set(ds.read_stats()["modes"].values()) == {"zarr"}
+    assert set(ds.read_stats()["modes"].values()) == {"tiff-direct"}  # tiles are the chunks
     stored = next(iter(PatchDataset(table, output_dims="stored")))
     (y0, y1), (x0, x1) = stored["position"]
     np.testing.assert_array_equal(stored["images"], image[y0:y1, x0:x1])

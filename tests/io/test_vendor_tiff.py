@@ -134,15 +134,70 @@ def test_opening_reads_no_tile_and_a_damaged_tile_fails_when_read(tmp_path: Path
     base = wsi_files.rgb_slide((512, 512), seed=7)
     path = tmp_path / "lazy.svs"
     wsi_files.write_svs(path, base, factors=(4,))
-    with tifffile.TiffFile(path) as tif:
-        page = tif.series[0].levels[0].keyframe
-        offset, count = page.dataoffsets[-1], page.databytecounts[-1]
-    with open(path, "r+b") as fh:  # garble the last tile's JPEG stream
-        fh.seek(offset)
-        fh.write(b"\x00" * count)
+    wsi_files.damage_last_tile(path)
     image = zd.open_image(path)  # metadata only: the damaged tile is not touched
     assert image.data.chunksize == (256, 256, 3)
     assert image.x.attrs["scale"] == 0.499
     assert np.abs(image[:256, :256].values.astype(int) - base[:256, :256]).mean() < 4
     with pytest.raises(CorruptChunkError, match="chunk 1.1.0"):
         image[256:, 256:].compute()
+
+
+# -- NDPI-, SCN- and Philips-like files (tifffile reads each as its vendor kind) ----------
+
+VENDOR_LIKE = {
+    # writer, file name, tifffile's series kind, level-0 µm/px, level factors, objective
+    "ndpi": (wsi_files.write_ndpi_like, "slide.tif", 0.4536, (1, 2, 4), 20.0, ["macro"]),
+    "scn": (wsi_files.write_scn_like, "slide.scn", 0.5, (1, 4), 20.0, []),
+    "philips": (wsi_files.write_philips_like, "slide.tiff", 0.25, (1, 2, 4), None, ["macro"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VENDOR_LIKE))
+def test_vendor_like_files_physical_size_levels_values_and_laziness(tmp_path: Path, kind):
+    write, name, mpp, factors, power, associated = VENDOR_LIKE[kind]
+    base = wsi_files.rgb_slide((512, 384), seed=11)
+    path = tmp_path / name
+    levels = write(path, base)
+    with tifffile.TiffFile(path) as tif:  # tifffile reads the flavour as that vendor's
+        assert tif.series[0].kind == kind
+        assert getattr(tif, f"is_{kind}")
+    reference0 = _tiff_decoded(path)
+    # the damaged last tile of level 0 shows the open reads no tile
+    wsi_files.damage_last_tile(path)
+
+    tree = zd.open_pyramid(path)
+    names = tree.attrs["levels"]
+    assert len(names) == len(factors)
+    for i, (n, f) in enumerate(zip(names, factors, strict=True)):
+        image = tree[n]["image"]
+        assert image.shape == levels[i].shape and image.dims == ("y", "x", "c")
+        assert image.x.attrs == {"units": "micrometer", "scale": pytest.approx(mpp * f)}
+        assert image.y.attrs["scale"] == pytest.approx(mpp * f)
+        assert image.data.chunksize[:2] == tuple(min(128, s) for s in image.shape[:2])
+        if i:  # level 0 holds the damaged tile
+            np.testing.assert_array_equal(image.values, _tiff_decoded(path, level=i))
+            assert np.abs(image.values.astype(int) - levels[i]).mean() < 4
+    image = zd.open_image(path)
+    assert image.attrs.get("objective_power") == power
+    facts = open_facts(image)
+    assert facts["mpp"] == pytest.approx(mpp) and facts["associated_images"] == associated
+    np.testing.assert_array_equal(image[:128, :128].values, reference0[:128, :128])
+    with pytest.raises(CorruptChunkError):
+        image[384:, 256:].compute()
+    # µm requests land on the right level
+    assert zd.open_image(path, mpp=mpp * factors[-1]).shape == levels[-1].shape
+    table = zd.build_table(path, patch_size="32um", mpp=mpp * factors[1])
+    assert table.meta["images"][0]["level"] == 1
+    assert table.meta["grid"]["patch"] == {"y": round(32 / (mpp * factors[1]))} | {
+        "x": round(32 / (mpp * factors[1]))}
+
+
+def test_a_true_ndpi_needs_64_bit_offsets_that_tifffile_does_not_write(tmp_path: Path):
+    """NDPI files are classic TIFFs with 64-bit IFD offsets; tifffile reads
+    a ``.ndpi`` file that way, so the NDPI-like file written here must not
+    be named ``.ndpi`` (docs/readers.md says so)."""
+    path = tmp_path / "slide.ndpi"
+    wsi_files.write_ndpi_like(path, wsi_files.rgb_slide((256, 256), seed=1), factors=(2,))
+    with pytest.raises(CorruptChunkError, match="damaged or truncated"):
+        zd.open_image(path)

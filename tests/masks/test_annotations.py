@@ -189,9 +189,11 @@ def test_geojson_labels_through_a_parquet_table_and_patch_dataset(slide, geojson
     stored = read_table(path)
     assert stored.meta["modalities"]["labels"][0]["classes"] == {"Stroma": 1, "Tumor": 2}
     seen = 0
-    for sample in _samples(PatchDataset(stored)):
+    for sample in _samples(PatchDataset(stored, columns=["coverage_Tumor"])):
         (y0, y1), (x0, x1) = sample["position"].tolist()
         np.testing.assert_array_equal(sample["labels"], truth[y0:y1, x0:x1])
+        # the per-patch label column rides along with its patch
+        assert sample["coverage_Tumor"] == pytest.approx((truth[y0:y1, x0:x1] == TUMOR).mean())
         seen += 1
     assert seen == len(table) == (SIZE // PATCH) ** 2
 

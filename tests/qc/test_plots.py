@@ -70,3 +70,25 @@ def test_table_html_lists_counts_geometry_and_a_grid_sketch(slide):
     assert "<td>0.5 × 0.5</td>" in html  # pixel size
     sketches = re.findall(r"<svg.*?</svg>", html)
     assert [s.count("<rect") for s in sketches] == [counts[0], counts[1]]
+
+
+def test_annotations_are_drawn_in_micrometres_through_the_level0_pixel_size(slide):
+    from shapely.geometry import Polygon, box, mapping
+
+    pixel = float(zds.open_image(slide).x.attrs["scale"])
+    ring = Polygon(box(100, 40, 300, 200).exterior.coords, [box(150, 80, 200, 120).exterior.coords])
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": mapping(ring), "properties": {"classification": {"name": "Tumour"}}},
+        {"type": "Feature", "geometry": mapping(box(0, 0, 50, 60)), "properties": {}}]}
+    fig = plot.overlay(slide, annotations=doc, max_side=128)
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 3  # exterior, hole, the unclassified box
+    (x0, x1), (y0, y1) = (lines[0].get_xdata().min(), lines[0].get_xdata().max()), \
+        (lines[0].get_ydata().min(), lines[0].get_ydata().max())
+    assert (x0, x1, y0, y1) == pytest.approx((100 * pixel, 300 * pixel, 40 * pixel, 200 * pixel))
+    assert lines[1].get_xdata().max() == pytest.approx(200 * pixel)
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Tumour", "unclassified"]
+    # the thumbnail is a coarser level; the polygons stay where the image pixels are
+    assert ax.get_xlim() == pytest.approx((0.0, 512 * pixel))

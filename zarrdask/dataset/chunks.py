@@ -5,7 +5,10 @@ small thread pool.
 a time. For zarr v2/v3 arrays whose layout is simple enough it decodes
 chunks directly (:mod:`zarrdask.dataset.layout`: metadata read by hand,
 bytes fetched from the store, numcodecs, crc32c checksums verified).
-Anything else (sharding, transposes, filters, TIFF, in-memory
+Local tiled TIFF levels whose storage chunks are their tiles decode each
+tile straight from its bytes with tifffile
+(:mod:`zarrdask.dataset.tiff_tiles`). Anything else (sharding, transposes,
+filters, other TIFF layouts, in-memory
 zarr arrays) falls back to zarr-python's own read of the chunk's region
 (``array[chunk slices]``); numpy arrays are sliced, dask arrays computed one
 chunk at a time.
@@ -146,6 +149,14 @@ class ArraySource:
                 self.mode = "direct"
                 return layout.decode
             self.fallback_reason = layout
+        if self.obj is None and recipe is not None and recipe.reader == "tiff" and self.direct:
+            from .tiff_tiles import tiff_tile_reader
+
+            tiles = tiff_tile_reader(recipe, self.shape, self.chunks)
+            if callable(tiles):
+                self.mode = "tiff-direct"
+                return tiles
+            self.fallback_reason = tiles
         if self.obj is not None:
             array = self.obj
             self.mode = "memory"

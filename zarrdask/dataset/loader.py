@@ -67,7 +67,7 @@ class PatchLoader(torch.utils.data.IterableDataset):
         overlaps the copy with compute.
     **options
         Every option of :class:`PatchDataset` (``shuffle``, ``seed``,
-        ``chunk_buffer``, ``transforms``, ``weights``, ``modalities``,
+        ``chunk_buffer``, ``transforms``, ``weights``, ``modalities``, ``columns``,
         ``return_tuple``, ``storage_options``, ``read_threads``...). Chunks
         of remote sources are fetched ahead on ``read_threads`` extra
         threads (default 16), planned ahead of the batches in flight.
@@ -172,6 +172,7 @@ class PatchLoader(torch.utils.data.IterableDataset):
         window = max(self.prefetch, threads)
         size = self.batch_size
         tuples = ds.return_tuple
+        names = [*ds.modalities, *ds.columns]  # the fields of a tuple sample
 
         transformed = {m for key, _ in ds._transforms for m in key}
         direct = [m for m in ds.modalities if m not in transformed]
@@ -186,7 +187,7 @@ class PatchLoader(torch.utils.data.IterableDataset):
                     fetcher.decode_unless_pending(uid, src, idx)
             first = ds._assemble(batch_plans[0], fetcher)
             releaser.done(batch_plans[0])
-            fields = dict(zip(ds.modalities, first, strict=True)) if tuples else first
+            fields = dict(zip(names, first, strict=True)) if tuples else first
             out = {m: np.empty((len(batch_plans), *fields[m].shape), dtype=fields[m].dtype)
                    for m in direct if _stackable(fields[m])}
             for m, dest in out.items():
@@ -195,7 +196,7 @@ class PatchLoader(torch.utils.data.IterableDataset):
             for row, plan in enumerate(batch_plans[1:], start=1):
                 samples.append(ds._assemble(plan, fetcher, out=out, row=row))
                 releaser.done(plan)
-            batch = collate_samples(samples, tuples=tuples, names=ds.modalities, stacked=out)
+            batch = collate_samples(samples, tuples=tuples, names=names, stacked=out)
             return _pinned(batch) if pin else batch
 
         pool = ThreadPoolExecutor(threads, thread_name_prefix=THREAD_PREFIX)

@@ -19,6 +19,7 @@ __all__ = [
     "check_int",
     "check_choice",
     "check_mapping",
+    "check_names",
     "transform_items",
     "check_sampling",
     "check_output_dims",
@@ -68,6 +69,20 @@ def check_mapping(name: str, value: Any, what: str) -> dict | None:
         raise DatasetError(f"{name}={value!r} must be a mapping ({what}), not a "
                            f"{type(value).__name__}")
     return dict(value)
+
+
+def check_names(name: str, value: Any, what: str, example: str) -> list[str]:
+    """A list of distinct names from an option holding one name or a
+    sequence of names (``what``: "modality", "column"...)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise DatasetError(f"{name}={value!r} must be a {what} name or a sequence of {what} "
+                           f"names (e.g. {example})")
+    names = list(value)
+    if len(set(names)) != len(names):
+        raise DatasetError(f"{name}={names} names a {what} twice; list each once")
+    return names
 
 
 def transform_items(transforms: Any) -> list[tuple[Any, Callable]]:

@@ -32,6 +32,7 @@ from .boxes import (
     PAD_MODES,
     Geometry,
 )
+from .columns import RowColumns
 from .epochs import EpochCounter
 from .iteration import EpochIteration, _torch_distributed  # noqa: F401  (compat imports it here)
 from .options import (
@@ -137,13 +138,22 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         a table built where the data was mounted elsewhere, e.g.
         ``{"/mnt/cluster/slides": "/data/slides"}`` (see
         :func:`zarrdask.read_table`).
+    columns : sequence of str, optional
+        Columns of the table yielded with each sample, under their own
+        names: per-patch labels (``"coverage_tumour"``, a class column) or
+        slide-level labels joined onto the rows
+        (:func:`zarrdask.join_image_labels`). Numbers and booleans come out
+        as 0-d tensors (a ``(batch,)`` tensor once collated), text as
+        ``str`` (a list of str in a batch). With ``return_tuple`` they
+        follow the modalities, in this order. Transforms do not see them.
 
     Notes
     -----
     Samples are dicts ``{"images": ndarray, "labels": ..., "position": int64
     (ndims, 2) array of [start, stop) per grid dim in the image's read-level
-    pixels (unpadded), "image_id": int}``; torch's default collate batches
-    them. Every array is a fresh copy.
+    pixels (unpadded), "image_id": int}`` plus one entry per name of
+    ``columns``; torch's default collate batches them. Every array is a
+    fresh copy.
     """
 
     #: Order of modalities that ``output_dims`` does not name: ``"channel_first"``
@@ -172,6 +182,7 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         sources: Sequence[Any] | Mapping[str, Sequence[Any]] | None = None,
         output_dims: Mapping[str, str | Sequence[str]] | str | None = None,
         path_map: Mapping[str, str] | None = None,
+        columns: Sequence[str] | None = None,
         _rank: int | None = None,
         _world_size: int | None = None,
     ) -> None:
@@ -218,6 +229,8 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
             )
         self._entries = modality_entries(table)
         self.modalities = choose_modalities(self._entries, modalities, where=self._where)
+        self._columns = RowColumns(frame, columns, [*self.modalities, "position", "image_id"],
+                                   where=self._where)
         self._sources = make_sources(table, self._entries, self.modalities, sources,
                                      self.storage_options, where=self._where)
         self._image_geo = [Geometry.from_entry(e, self._dims, where=f"image {i} in {self._where}")
@@ -289,6 +302,12 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
                                       where=self._where)
 
     # -- public API -------------------------------------------------------------------
+    @property
+    def columns(self) -> list[str]:
+        """The table columns each sample holds besides the modalities (see
+        ``columns=``)."""
+        return list(self._columns.names)
+
     def add_transform(self, modalities: str | Sequence[str], transform: Transform) -> None:
         """Register a transform, applied after those registered before.
 

@@ -239,6 +239,7 @@ class PatchReader:
                             own[k] = (uid, idx, keys[j])
             boxes = np.stack([starts, starts + patch], axis=-1).reshape(n, nd, 2)
             ids = image_ids.tolist()
+            rows = block.tolist()
             groups = block_groups.tolist()
             for k in range(n):
                 reads = [per_mod[m][k] for _, m in array_mods if per_mod[m][k] is not None]
@@ -250,7 +251,7 @@ class PatchReader:
                         chunks_needed.extend(
                             (uid, src, c) for c in box_chunks(src, lo_k, hi_k, geo.valid_start,
                                                               geo.valid_stop, self.padding_mode))
-                yield _RowPlan(ids[k], boxes[k], reads, chunks_needed, groups[k], own[k])
+                yield _RowPlan(ids[k], boxes[k], reads, chunks_needed, groups[k], own[k], rows[k])
 
     def _assemble(self, plan: _RowPlan, fetcher: ChunkFetcher, *,
                   out: dict[str, np.ndarray] | None = None, row: int = 0) -> Any:
@@ -300,10 +301,12 @@ class PatchReader:
                 )
             for m, value in zip(key, result, strict=True):
                 sample[m] = value
+        extra = self._columns.sample(plan.row) if len(self._columns) else []
         if self.return_tuple:
-            return tuple(sample[m] for m in self.modalities)
+            return (*(sample[m] for m in self.modalities), *extra)
         sample["position"] = plan.position
         sample["image_id"] = plan.image_id
+        sample.update(zip(self._columns.names, extra, strict=True))
         return sample
 
 
@@ -324,10 +327,11 @@ def _write_row(dest: np.ndarray, row: int, arr: np.ndarray, modality: str) -> np
 class _RowPlan:
     """One row to read: its boxes per modality and the chunks they touch."""
 
-    __slots__ = ("image_id", "position", "reads", "chunks", "started", "group", "own")
+    __slots__ = ("image_id", "position", "reads", "chunks", "started", "group", "own", "row")
 
     def __init__(self, image_id: int, position: np.ndarray, reads: list, chunks: list,
-                 group: int, own: tuple | None) -> None:
+                 group: int, own: tuple | None, row: int) -> None:
+        self.row = row  # the table row
         self.group = group
         self.own = own
         self.image_id = image_id

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import DatasetError, TableError
 from ..io.recipe import ArrayRecipe, recipe_of
 from .chunks import ArraySource
+from .options import check_names
 
 __all__ = [
     "CANONICAL_DIMS",
@@ -116,14 +117,7 @@ def choose_modalities(entries: Mapping[str, list[Any]], modalities: Any, *, wher
             if items and all(entry_kind(e) in ("array", "weak") for e in items):
                 chosen.append(name)
         return chosen
-    if isinstance(modalities, str):
-        modalities = [modalities]
-    if not isinstance(modalities, Sequence) or not all(isinstance(m, str) for m in modalities):
-        raise DatasetError(f"modalities={modalities!r} must be a modality name or a sequence "
-                           "of names (e.g. ['images', 'labels'])")
-    chosen = list(modalities)
-    if len(set(chosen)) != len(chosen):
-        raise DatasetError(f"modalities={chosen} names a modality twice; list each once")
+    chosen = check_names("modalities", modalities, "modality", "['images', 'labels']")
     for name in chosen:
         if name not in entries:
             raise DatasetError(

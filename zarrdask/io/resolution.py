@@ -7,14 +7,20 @@ order of trust (the first that answers wins):
    :mod:`zarrdask.io.tiff_reader`);
 2. Aperio SVS: ``MPP`` (µm per pixel) in the ``ImageDescription`` of the
    baseline page, with the objective power in ``AppMag``;
-3. any TIFF (generic pyramidal, NDPI, SCN, Philips...): the
+3. Leica SCN: the ``view`` of the image in the SCN XML (its physical size,
+   in nanometres, over its size in pixels), with the objective in
+   ``scanSettings/objectiveSettings/objective``;
+4. Philips TIFF: the first ``DICOM_PIXEL_SPACING`` (millimetres, row then
+   column) of the Philips XML;
+5. any TIFF (generic pyramidal, NDPI...): the
    ``XResolution``/``YResolution`` tags with ``ResolutionUnit`` centimetre
    or inch. ``ResolutionUnit`` none, a missing tag, and the desktop
    placeholders 72 and 96 dots per inch (which image editors write on any
    picture) give no physical size.
 
 The objective power comes from Aperio ``AppMag``, Hamamatsu NDPI's
-``Magnification`` tag or OME ``Objective/@NominalMagnification``.
+``Magnification`` tag, the SCN objective or OME
+``Objective/@NominalMagnification``.
 """
 
 from __future__ import annotations
@@ -127,6 +133,58 @@ def _ndpi_objective(tif: Any) -> float | None:
     return _positive(tags.get("Magnification"))
 
 
+def _xml(text: str | None) -> ET.Element | None:
+    try:
+        return ET.fromstring(text) if text else None
+    except ET.ParseError:
+        return None
+
+
+def _local(el: ET.Element) -> str:
+    return el.tag.rpartition("}")[2]
+
+
+def _scn(tif: Any, series: Any) -> tuple[dict[str, float], float | None]:
+    """µm per pixel (y, x) and objective of an SCN series' image, from the
+    SCN XML: the view's size (nm) over the pixels' size."""
+    if not getattr(tif, "is_scn", False):
+        return {}, None
+    root = _xml(tif.pages.first.description)
+    name = getattr(series, "name", None)
+    for image in (root.iter() if root is not None else ()):
+        if _local(image) != "image" or image.get("name", "Unknown") != name:
+            continue
+        parts = {_local(el): el for el in image.iter()}
+        pixels, view = parts.get("pixels"), parts.get("view")
+        objective = parts.get("objective")
+        power = _positive(objective.text) if objective is not None else None
+        if pixels is None or view is None:
+            return {}, power
+        scale = {}
+        for dim, attr in (("y", "sizeY"), ("x", "sizeX")):
+            nm, px = _positive(view.get(attr)), _positive(pixels.get(attr))
+            if not nm or not px:
+                return {}, power
+            scale[dim] = nm / px / 1000.0
+        return scale, power
+    return {}, None
+
+
+def _philips(tif: Any) -> dict[str, float]:
+    """µm per pixel (y, x) of a Philips TIFF's level 0 (its first
+    ``DICOM_PIXEL_SPACING``, in mm)."""
+    if not getattr(tif, "is_philips", False):
+        return {}
+    root = _xml(tif.philips_metadata)
+    for el in (root.iter() if root is not None else ()):
+        if el.tag == "Attribute" and el.get("Name") == "DICOM_PIXEL_SPACING" and el.text:
+            values = [_positive(v) for v in el.text.replace('"', " ").split()]
+            if len(values) == 2 and all(values):
+                return {"y": values[0] * 1000.0, "x": values[1] * 1000.0}
+            return {}
+    return {}
+
+
 def tiff_physical(tif: Any, series: Any) -> TiffPhysical:
     """Level-0 pixel size and objective power of a TIFF series.
 
@@ -154,6 +212,16 @@ def tiff_physical(tif: Any, series: Any) -> TiffPhysical:
     if mpp and getattr(series, "kind", "") == "svs" and series.name == "Baseline":
         return TiffPhysical({"y": mpp, "x": mpp}, {"y": MICROMETER, "x": MICROMETER},
                             power, "aperio")
+    kind = getattr(series, "kind", "")
+    if kind == "scn":
+        scale, scn_power = _scn(tif, series)
+        power = power or scn_power
+        if scale:
+            return TiffPhysical(scale, {d: MICROMETER for d in scale}, power, "scn")
+    if kind == "philips" and series is tif.series[0]:
+        scale = _philips(tif)
+        if scale:
+            return TiffPhysical(scale, {d: MICROMETER for d in scale}, power, "philips")
     page = series.levels[0].keyframe if hasattr(series.levels[0], "keyframe") else None
     if page is None:
         page = series.pages[0]

@@ -1,4 +1,4 @@
-"""Image, mask, patch-grid and prediction overlays in physical coordinates.
+"""Image, mask, patch-grid, annotation and prediction overlays in physical coordinates.
 
 Every layer is drawn with its own pixel-edge extent, so layers at different
 resolutions (a level-3 thumbnail, a 1/16 mask, a level-0 patch grid, a
@@ -137,8 +137,20 @@ def draw_patches(ax: Any, table: Any, image_id: int, *, color_by: str = "coverag
     return collection
 
 
+def _level0_image(image: Any) -> xr.DataArray:
+    """The lazily opened full-resolution image (its level-0 pixel size
+    places annotations given in level-0 pixels)."""
+    if isinstance(image, xr.DataArray):
+        return image
+    if isinstance(image, xr.DataTree):
+        return image[next(iter(image.children))]["image"]
+    from ..io import open_image
+
+    return open_image(image)
+
+
 def overlay(image: Any, *, mask: xr.DataArray | None = None, table: Any = None, image_id: int = 0,
-            prediction: xr.DataArray | None = None, channel: int = 0, alpha: float = 0.5,
+            annotations: Any = None, prediction: xr.DataArray | None = None, channel: int = 0, alpha: float = 0.5,
             color_by: str = "coverage", ax: Any = None, max_side: int = 1024,
             title: str | None = None, figsize: Sequence[float] = (6, 6)) -> Any:
     """Image (thumbnail), mask contour, patch boxes and a prediction, in the
@@ -152,6 +164,9 @@ def overlay(image: Any, *, mask: xr.DataArray | None = None, table: Any = None, 
         Boolean mask at any resolution (e.g. :func:`zarrdask.tissue_mask`).
     table : PatchTable, optional
         Kept patches of ``image_id`` are drawn, coloured by ``color_by``.
+    annotations : Annotations, GeoJSON path/object or shapely geometries, optional
+        Polygon outlines, one colour per class (see
+        :func:`zarrdask.plot.annotations.draw_annotations`).
     prediction : DataArray, optional
         E.g. ``zarrdask.open_image(writer.outputs[i])``; channel ``channel``
         is drawn with ``alpha`` over the image (NaN transparent).
@@ -182,6 +197,10 @@ def overlay(image: Any, *, mask: xr.DataArray | None = None, table: Any = None, 
         draw_mask(ax, mask)
     if table is not None:
         draw_patches(ax, table, image_id, color_by=color_by)
+    if annotations is not None:
+        from .annotations import draw_annotations
+
+        draw_annotations(ax, annotations, _level0_image(image))
     left, right, bottom, top = pixel_extent(thumb)
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)
