@@ -5,48 +5,21 @@ files; and the mkdocs site builds with warnings as errors."""
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from demo_files import copy_demo, python_blocks, run_demo
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
-EXE = str(Path(sys.executable).with_name("zarrdask"))
-PAGES = sorted(p for p in DOCS.glob("*.md") if "```python" in p.read_text())
-
-
-def python_blocks(text: str) -> str:
-    """The ```python blocks of a Markdown text, in order, as one script."""
-    return "\n\n".join(re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M))
-
-
-def copy_demo(demo: Path, root: Path) -> None:
-    """``demo`` copied to ``root/zarrdask-demo``, its table pointing at the copies
-    (tables store absolute paths)."""
-    import zarrdask as zd
-
-    target = root / "zarrdask-demo"
-    shutil.copytree(demo, target)
-    table = zd.read_table(target / "patches.parquet", path_map={str(demo): str(target)})
-    table.to_parquet(target / "patches.parquet")
-
-
-def demo_files(root: Path) -> Path:
-    """``zarrdask demo`` on small slides: the files README and docs use."""
-    out = subprocess.run([EXE, "demo", "--workdir", str(root / "zarrdask-demo"), "--size",
-                          "1024", "--chunk", "256", "--workers", "1", "--batches", "1"],
-                         capture_output=True, text=True, timeout=300, cwd=root)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return root / "zarrdask-demo"
+PAGES = sorted(p for p in DOCS.glob("*.md") if python_blocks(p.read_text()))
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    return demo_files(tmp_path_factory.mktemp("docs-demo"))
+    return run_demo(tmp_path_factory.mktemp("docs-demo"))
 
 
 @pytest.mark.timeout(300)
