@@ -43,7 +43,5 @@ def test_notebook_executes_and_shows_its_figures(path, tmp_path, monkeypatch):
         tags = cell.metadata.get("tags", [])
         if "figure" in tags or "prediction-overlay" in tags:
             assert _pngs(cell), f"{path.name} cell {number} drew nothing:\n{cell.source}"
-    assert sum("figure" in c.metadata.get("tags", []) for c in nb.cells) >= MIN_FIGURES.get(
-        path.name, 1)
     if path.name == "predict.ipynb":
         assert any("prediction-overlay" in c.metadata.get("tags", []) for c in nb.cells)
