@@ -52,6 +52,7 @@ def test_readme_python_blocks_run_as_one_script(demo, tmp_path):
     _check_table(tmp_path)
 
 
+@pytest.mark.slow  # the script test above runs the same code in the default suite
 @pytest.mark.timeout(400)
 def test_readme_python_blocks_run_in_a_notebook_cell(demo, tmp_path):
     copy_demo(demo, tmp_path)
