@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from typing import NoReturn
 
 __all__ = ["UsageError", "Parser", "HelpFormatter", "storage_options", "int_list", "size_list", "level",
@@ -36,6 +37,8 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
+        if kwargs.get("description"):  # wrapped here: the formatter keeps text as given
+            kwargs["description"] = textwrap.fill(kwargs["description"], 79)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:

@@ -107,14 +107,16 @@ def check_grid_args(args: argparse.Namespace) -> None:
     if args.level is not None and args.mpp is not None:
         raise UsageError(f"--level {args.level} and --mpp {args.mpp:g} both given; pass one "
                      "(--mpp chooses the level of each slide)")
-    limit = len(args.spatial_axes) if args.spatial_axes else 3
     for flag in ("patch_size", "stride", "pad"):
         value = getattr(args, flag)
-        if isinstance(value, list) and len(value) != limit and (args.spatial_axes
-                                                                or len(value) > limit):
-            axes = args.spatial_axes or "ZYX"
-            raise UsageError(f"argument --{flag.replace('_', '-')}: {len(value)} values for "
-                         f"--spatial-axes {axes}; give one value, or one per axis in that order")
+        if not isinstance(value, list):
+            continue
+        option = f"argument --{flag.replace('_', '-')}: {len(value)} values"
+        if args.spatial_axes and len(value) != len(args.spatial_axes):
+            raise UsageError(f"{option} for --spatial-axes {args.spatial_axes}; give one value, "
+                             "or one per axis in that order")
+        if not args.spatial_axes and len(value) > 3:
+            raise UsageError(f"{option}, more than z, y, x; name the axes with --spatial-axes")
     from ..table_files import check_writable
 
     check_writable(args.out)  # naming --out (a ZarrdaskError)
