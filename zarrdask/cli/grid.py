@@ -106,7 +106,7 @@ def check_grid_args(args: argparse.Namespace) -> None:
     cluster starts: :class:`UsageError` (exit 2, one line) on the first problem."""
     if args.level is not None and args.mpp is not None:
         raise UsageError(f"--level {args.level} and --mpp {args.mpp:g} both given; pass one "
-                     "(--mpp chooses the level of each slide)")
+                         "(--mpp chooses the level of each slide)")
     for flag in ("patch_size", "stride", "pad"):
         value = getattr(args, flag)
         if not isinstance(value, list):
@@ -125,7 +125,7 @@ def check_grid_args(args: argparse.Namespace) -> None:
         for source in args.sources:
             if "://" not in source and not os.path.exists(source):
                 raise UsageError(f"argument sources: {source} does not exist (or pass "
-                             "--on-error skip to go on without it)")
+                                 "--on-error skip to go on without it)")
 
 
 def grid_table(args: argparse.Namespace, sources: list, client) -> object:
