@@ -306,6 +306,9 @@ def test_grid_json_summary_and_progress_over_masks_and_grid(tmp_path, slide_v2):
     assert summary["patch_size"] == {"y": 128, "x": 128} and summary["hash"] == table.hash
     assert set(summary["timings_s"]) == {"cluster", "build", "write", "total"}
     assert summary["out"] == str(out_path) and summary["skipped"] == []
+    spec = {"source": slide_v2, "level": 1}  # the progress path builds the same table
+    assert table.equals(zd.build_table([spec, spec], patch_size=128, masks="tissue",
+                                       min_area=0.5))
     bar = out.stderr.replace("\r", "\n")
     assert "masks:" in bar and "grid: 100%" in bar, bar  # one bar over both stages
     assert "/4 " in bar  # 2 masks + 2 grid tasks
