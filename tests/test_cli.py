@@ -152,14 +152,18 @@ def test_grid_unwritable_out_is_reported_before_any_work(tmp_path):
     assert "missing.zarr" not in line
 
 
-def test_grid_unreachable_scheduler_is_one_line(tmp_path):
+def _unused_address() -> str:
     import socket
 
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    address = f"tcp://127.0.0.1:{port}"
-    out = subprocess.run([EXE, "grid", str(tmp_path / "missing.zarr"), "--patch-size", "64",
+    return f"tcp://127.0.0.1:{port}"
+
+
+def test_grid_unreachable_scheduler_is_one_line(tmp_path, slide_v2):
+    address = _unused_address()
+    out = subprocess.run([EXE, "grid", slide_v2, "--patch-size", "64",
                           "--scheduler", address, "--out", str(tmp_path / "t.parquet"), "--quiet"],
                          capture_output=True, text=True, timeout=90)
     line = _one_error_line(out)
@@ -211,9 +215,9 @@ def scheduler_and_worker(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_grid_on_a_scheduler_without_workers_is_one_line_not_a_hang(tmp_path):
+def test_grid_on_a_scheduler_without_workers_is_one_line_not_a_hang(tmp_path, slide_v2):
     with _dask_processes(tmp_path, workers=0) as address:
-        out = subprocess.run([EXE, "grid", str(tmp_path / "missing.zarr"), "--patch-size", "64",
+        out = subprocess.run([EXE, "grid", slide_v2, "--patch-size", "64",
                               "--scheduler", address, "--wait-workers", "2",
                               "--out", str(tmp_path / "t.parquet"), "--quiet"],
                              capture_output=True, text=True, timeout=90)
@@ -236,3 +240,197 @@ def test_grid_on_a_scheduler_whose_workers_run_elsewhere(tmp_path, scheduler_and
     expected = zd.build_table(str(project / "data" / "slide.zarr"), patch_size=128, masks="tissue")
     assert table.equals(expected) and len(table) > 0
     assert table.images[0]["open"]["source"] == str(project / "data" / "slide.zarr")
+
+
+# -- a CLI that helps (issue 15) -------------------------------------------------
+
+def test_version_names_zarrdask_and_its_main_dependencies():
+    out = _run("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"zarrdask {zd.__version__} (Python ")
+    assert "dask " in out.stdout and "torch " in out.stdout
+
+
+def test_every_option_has_help_and_help_shows_defaults_and_examples():
+    import argparse
+
+    from zarrdask.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.help, f"zarrdask {name} {action.option_strings or action.dest}: no help"
+        text = sub.format_help()
+        assert "examples:" in text and f"zarrdask {name} " in text.split("examples:")[1], name
+        assert "``" not in text and ":func:" not in text, name
+    top = parser.format_help()
+    assert "``" not in top and "examples:" in top
+    grid_help = _run("grid", "--help").stdout
+    for shown in ("LocalCluster worker processes (default: 2)", "(default: raise)",
+                  "(default: grid)", "seed of random samplers (default: 0)"):
+        assert shown in " ".join(grid_help.split()), shown
+
+
+def test_inspect_json(slide_v2):
+    import json
+
+    out = _run("inspect", slide_v2, "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["dims"] == ["c", "y", "x"] and info["dtype"] == "uint8"
+    assert [lv["shape"]["y"] for lv in info["levels"]] == [1024, 512, 256]
+    assert info["levels"][0]["chunks"] == {"c": 3, "y": 256, "x": 256}
+    assert info["levels"][0]["mpp"] == 0.5 and info["levels"][1]["mpp"] == 1.0
+
+
+@pytest.mark.timeout(300)
+def test_grid_json_summary_and_progress_over_masks_and_grid(tmp_path, slide_v2):
+    import json
+
+    out_path = tmp_path / "t.parquet"
+    out = _run("grid", slide_v2, slide_v2, "--patch-size", "128", "--mask", "tissue",
+               "--min-area", "0.5", "--level", "1", "--workers", "1", "--json",
+               "--out", str(out_path))
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)  # stdout is only the JSON; the bar is on stderr
+    table = zd.read_table(out_path)
+    counts = table.frame.groupby("image_id").size()
+    assert summary["patches"] == len(table) > 0
+    assert [im["patches"] for im in summary["images"]] == [counts[0], counts[1]]
+    assert summary["images"][0]["level"] == 1 and summary["images"][0]["mpp"] == 1.0
+    assert summary["images"][0]["shape"] == {"c": 3, "y": 512, "x": 512}
+    cov = table.frame.groupby("image_id")["coverage"].mean()
+    assert summary["images"][1]["mean_coverage"] == pytest.approx(cov[1], abs=1e-4)
+    assert 0.5 <= summary["mean_coverage"] <= 1
+    assert summary["patch_size"] == {"y": 128, "x": 128} and summary["hash"] == table.hash
+    assert set(summary["timings_s"]) == {"cluster", "build", "write", "total"}
+    assert summary["out"] == str(out_path) and summary["skipped"] == []
+    spec = {"source": slide_v2, "level": 1}  # the progress path builds the same table
+    assert table.equals(zd.build_table([spec, spec], patch_size=128, masks="tissue",
+                                       min_area=0.5))
+    bar = out.stderr.replace("\r", "\n")
+    assert "masks:" in bar and "grid: 100%" in bar, bar  # one bar over both stages
+    assert "/4 " in bar  # 2 masks + 2 grid tasks
+
+
+@pytest.mark.timeout(300)
+def test_grid_text_summary_lists_images_totals_skips_and_time(tmp_path, slide_v2):
+    missing = str(tmp_path / "missing.zarr")
+    out_path = tmp_path / "t.parquet"
+    out = _run("grid", slide_v2, missing, "--patch-size", "256", "--on-error", "skip",
+               "--workers", "1", "--quiet", "--out", str(out_path))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["image", "source", "level", "µm/px", "patches", "mean",
+                                "coverage"]
+    assert lines[1].split()[:5] == ["0", slide_v2, "0", "0.5", "16"]
+    assert lines[2].split() == ["total", "16", "1.000"]
+    assert lines[3].startswith(f"skipped image 1 ({missing}):")
+    assert lines[4].startswith("time ") and "cluster" in lines[4] and "build" in lines[4]
+    assert lines[5] == f"written to {out_path}"
+
+
+@pytest.mark.timeout(300)
+def test_grid_spatial_axes_names_the_list_values(tmp_path, slide_v2):
+    out_path = tmp_path / "t.parquet"
+    out = _run("grid", slide_v2, "--spatial-axes", "YX", "--patch-size", "256,128",
+               "--workers", "1", "--quiet", "--out", str(out_path))
+    assert out.returncode == 0, out.stderr
+    table = zd.read_table(out_path)
+    assert table.patch_size == {"y": 256, "x": 128}
+    assert len(table) == 4 * 8
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--spatial-axes", "YX", "--patch-size", "64,64,64"],
+     "argument --patch-size: 3 values for --spatial-axes YX"),
+    (["--spatial-axes", "YX", "--stride", "64,64,64"],
+     "argument --stride: 3 values for --spatial-axes YX"),
+    (["--patch-size", "8,64,64,64"], "argument --patch-size: 4 values, more than z, y, x"),
+    (["--spatial-axes", "TZYX", "--patch-size", "1,8,64,64", "--pad", "1,2"],
+     "argument --pad: 2 values for --spatial-axes TZYX"),
+    (["--spatial-axes", "Y1"], "argument --spatial-axes: 'Y1' is not a string of distinct"),
+    (["--spatial-axes", "YY"], "argument --spatial-axes: 'YY' is not a string of distinct"),
+    (["--sampler", "random"], "argument --sampler: invalid choice: 'random'"),
+    (["--on-error", "ignore"], "argument --on-error: invalid choice: 'ignore'"),
+    (["--threads", "0"], "argument --threads: '0' is not an integer >= 1"),
+    (["--wait-workers", "soon"], "argument --wait-workers: 'soon' is not a positive number"),
+])
+def test_grid_more_bad_arguments_exit_2_with_one_line(tmp_path, slide_v2, args, expected):
+    out_path = tmp_path / "t.parquet"
+    argv = ["grid", slide_v2, "--patch-size", "64", "--out", str(out_path), "--quiet", *args]
+    out = subprocess.run([EXE, *argv], capture_output=True, text=True, timeout=90)
+    assert expected in _one_error_line(out)
+    assert not out_path.exists()
+
+
+def test_grid_missing_source_is_reported_before_any_cluster(tmp_path):
+    # an unreachable --scheduler would be reported if the cluster came first
+    missing = str(tmp_path / "missing.zarr")
+    out = subprocess.run([EXE, "grid", missing, "--patch-size", "64", "--scheduler",
+                          _unused_address(), "--out", str(tmp_path / "t.parquet")],
+                         capture_output=True, text=True, timeout=90)
+    line = _one_error_line(out)
+    assert f"argument sources: {missing} does not exist" in line
+    assert "--on-error skip" in line
+
+
+def test_other_commands_bad_arguments_exit_2_with_one_line(tmp_path):
+    for argv, prog, expected in [
+        (["inspect", "x", "--storage-options", "[1]"], "zarrdask inspect",
+         "argument --storage-options: '[1]' is a JSON list"),
+        (["demo", "--size", "10"], "zarrdask demo", "argument --size: '10' is not an integer >= 256"),
+        (["show", "x", "--max-side", "0"], "zarrdask show", "argument --max-side"),
+        (["frobnicate"], "zarrdask", "argument COMMAND: invalid choice: 'frobnicate'"),
+        ([], "zarrdask", "the following arguments are required: COMMAND"),
+    ]:
+        out = subprocess.run([EXE, *argv], capture_output=True, text=True, timeout=90,
+                             cwd=tmp_path)
+        assert out.returncode == 2, (argv, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), out.stderr
+        assert expected in lines[0], (argv, lines[0])
+
+
+@contextlib.contextmanager
+def _port_8787_taken():
+    """Hold 127.0.0.1:8787 (when something else holds it, the condition holds too)."""
+    import socket
+
+    with socket.socket() as s:
+        with contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", 8787))
+            s.listen()
+        yield
+
+
+@pytest.mark.timeout(300)
+def test_grid_dashboard_link_only_when_asked_and_no_port_noise(tmp_path, slide_v2):
+    pytest.importorskip("bokeh")
+    argv = ["grid", slide_v2, "--patch-size", "256", "--workers", "1", "--quiet",
+            "--out", str(tmp_path / "t.parquet")]
+    with _port_8787_taken():
+        quiet = _run(*argv)
+        asked = _run(*argv, "--dashboard")
+    assert quiet.returncode == 0 and asked.returncode == 0, quiet.stderr + asked.stderr
+    assert "8787" not in quiet.stderr and "dask dashboard" not in quiet.stdout + quiet.stderr
+    link = asked.stdout.splitlines()[0]
+    assert link.startswith("dask dashboard: http://127.0.0.1:") and link.endswith("/status")
+    assert ":8787/" not in link  # taken: a free port instead, without distributed's warning
+    assert "already in use" not in asked.stderr
+
+
+def test_grid_dashboard_without_bokeh_is_one_line(tmp_path, slide_v2):
+    # a `bokeh` that fails to import, first on the path: what a missing bokeh looks like
+    fake = tmp_path / "no-bokeh" / "bokeh"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named bokeh')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(fake.parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([EXE, "grid", slide_v2, "--patch-size", "64", "--dashboard",
+                          "--out", str(tmp_path / "t.parquet")],
+                         capture_output=True, text=True, timeout=90, env=env)
+    line = _one_error_line(out)
+    assert "argument --dashboard: the dask dashboard needs bokeh" in line
+    assert "zarrdask[interactive]" in line

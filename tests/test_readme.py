@@ -1,6 +1,6 @@
-"""The README's ``Use`` example runs as written, pasted into a script and into a
-notebook cell, on the files ``zarrdask demo`` writes (a zarr slide and an
-OME-TIFF slide in one table)."""
+"""The README runs as written: every ```python block, in order, as one script
+(and as one notebook cell) in a fresh folder where the README's own
+``zarrdask demo`` command has written the files they use."""
 
 from __future__ import annotations
 
@@ -11,28 +11,18 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from demo_files import copy_demo, python_blocks, run_demo
 from nbclient import NotebookClient
 
 import zarrdask as zd
-from zarrdask.datasets import write_synthetic_ome_tiff, write_synthetic_slide
 
 README = Path(__file__).parents[1] / "README.md"
+BATCH = r"torch\.Size\(\[\d+, 3, 256, 256\]\) torch\.uint8 \d+ batches per epoch"
 
 
-def _use_example() -> str:
-    text = README.read_text()
-    section = text[text.index("## Use"):]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert blocks, "the README's Use section has no python block"
-    return blocks[0]
-
-
-def _demo_files(root: Path) -> None:
-    # the demo's writers and file names, on small slides
-    demo = root / "zarrdask-demo"
-    demo.mkdir()
-    write_synthetic_slide(demo / "synthetic_slide.zarr", size=1024, chunk=256, seed=0)
-    write_synthetic_ome_tiff(demo / "synthetic_slide.ome.tif", size=1024, tile=256, seed=1)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return run_demo(tmp_path_factory.mktemp("readme-demo"))
 
 
 def _check_table(root: Path) -> None:
@@ -40,29 +30,36 @@ def _check_table(root: Path) -> None:
     assert sorted(set(table.frame["image_id"])) == [0, 1]  # both formats in one table
 
 
-def test_the_example_uses_the_demo_files_and_guards_main():
-    code = _use_example()
-    assert 'if __name__ == "__main__":' in code
-    assert "synthetic_slide.zarr" in code and "synthetic_slide.ome.tif" in code
+def test_readme_has_the_install_demo_and_setup_commands():
+    text = README.read_text()
+    for line in ("pip install zarrdask", "pip install .", "zarrdask[interactive]",
+                 "zarrdask[openslide]", "--index-url https://download.pytorch.org/whl/",
+                 "./dev demo", "./dev test", "\nzarrdask demo\n", "--scheduler tcp://"):
+        assert line in text, line
+    assert text.index("\nzarrdask demo\n") < text.index("```python")  # files first, then code
 
 
 @pytest.mark.timeout(400)
-def test_readme_example_runs_as_a_script(tmp_path):
-    _demo_files(tmp_path)
-    (tmp_path / "use.py").write_text(_use_example())
-    out = subprocess.run([sys.executable, "use.py"], cwd=tmp_path, capture_output=True,
+def test_readme_python_blocks_run_as_one_script(demo, tmp_path):
+    copy_demo(demo, tmp_path)
+    (tmp_path / "readme.py").write_text(python_blocks(README.read_text()))
+    out = subprocess.run([sys.executable, "readme.py"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=360)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert re.search(r"torch\.Size\(\[\d+, 3, 256, 256\]\) torch\.uint8", out.stdout), out.stdout
+    assert re.search(BATCH, out.stdout), out.stdout
+    assert "{'y': 128, 'x': 128} {'Tumor': 1}" in out.stdout
+    assert "torch.Size([8, 128, 128])" in out.stdout
     _check_table(tmp_path)
 
 
+@pytest.mark.slow  # the script test above runs the same code in the default suite
 @pytest.mark.timeout(400)
-def test_readme_example_runs_in_a_notebook_cell(tmp_path):
-    _demo_files(tmp_path)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_use_example())])
+def test_readme_python_blocks_run_in_a_notebook_cell(demo, tmp_path):
+    copy_demo(demo, tmp_path)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        python_blocks(README.read_text()))])
     NotebookClient(nb, timeout=360, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("name") == "stdout")
-    assert re.search(r"torch\.Size\(\[\d+, 3, 256, 256\]\) torch\.uint8", text), text
+    assert re.search(BATCH, text), text
     _check_table(tmp_path)

@@ -209,6 +209,18 @@ class PatchTable:
         """``(N, ndims)`` int64 top-lefts in level-0 pixels."""
         return self.frame[position_columns(self.dims)].to_numpy(dtype=np.int64)
 
+    def images_frame(self) -> pd.DataFrame:
+        """One row per image, indexed by ``image_id``: ``name`` (path or
+        URL), ``reader``, the ``level`` read and its ``mpp`` (µm per pixel).
+
+        Join it to the rows for a path per patch:
+        ``table.frame.join(table.images_frame(), on="image_id")``.
+        """
+        rows = [{"image_id": int(e["image_id"]), "name": e.get("name"), "reader": e.get("reader"),
+                 "level": e.get("level"), "mpp": e.get("mpp")} for e in self.images]
+        frame = pd.DataFrame(rows, columns=["image_id", "name", "reader", "level", "mpp"])
+        return frame.set_index("image_id")
+
     def equals(self, other: PatchTable) -> bool:
         """Same rows in the same order and the same hash."""
         return self.hash == other.hash and self.frame.equals(other.frame)

@@ -46,7 +46,10 @@ def test_overlay_puts_every_layer_at_its_own_extent(slide, tmp_path):
     np.testing.assert_allclose(prediction_layer.get_extent(), (0, 256, 256, 0))  # 8x8 patches
     assert prediction_layer.get_array().shape == (8, 8)
     assert len(ax.collections[-1].get_paths()) == len(table)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x (µm)", "y (µm)")
     fig.savefig(tmp_path / "overlay.png")
+    bare = plot.overlay(xr.DataArray(np.zeros((8, 8)), dims=("y", "x")))
+    assert bare.axes[0].get_xlabel() == "x (pixels)"
 
 
 def test_batch_draws_each_patch_with_its_position(slide):

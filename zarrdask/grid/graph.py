@@ -54,16 +54,9 @@ def run_tasks(tasks: list, *, client: Any, progress: bool) -> list[dict]:
     if not tasks:
         return []
     if client is not None:
-        futures = client.compute(tasks)
         if progress:
-            from distributed import as_completed
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(futures), desc="grid", unit="task")
-            for _ in as_completed(futures):
-                bar.update()
-            bar.close()
-        return client.gather(futures)
+            return _run_with_progress(tasks, client)
+        return client.gather(client.compute(tasks))
     if progress:
         from dask.callbacks import Callback
         from tqdm.auto import tqdm
@@ -82,6 +75,42 @@ def run_tasks(tasks: list, *, client: Any, progress: bool) -> list[dict]:
         with _Bar():
             return list(dask.compute(*tasks, scheduler="threads"))
     return list(dask.compute(*tasks, scheduler="threads"))
+
+
+def _stage_tasks(tasks: list, prefix: str) -> list:
+    """The distinct tasks named ``prefix-...`` that ``tasks`` depend on (the
+    per-image masks the grid tasks share), as delayed objects."""
+    from dask.delayed import Delayed
+
+    found: dict = {}
+    for task in tasks:
+        graph = task.__dask_graph__()
+        for key in graph:
+            if isinstance(key, str) and key.startswith(prefix) and key not in found:
+                found[key] = Delayed(key, graph)
+    return list(found.values())
+
+
+def _run_with_progress(tasks: list, client: Any) -> list[dict]:
+    """Grid tasks on ``client`` with one bar over both stages: the per-image
+    masks first (``masks``), then the grid tasks (``grid``). The masks are
+    submitted under their own keys, so the scheduler computes each once."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    masks = client.compute(_stage_tasks(tasks, "mask-"))
+    futures = client.compute(tasks)
+    bar = tqdm(total=len(masks) + len(futures), desc="masks" if masks else "grid", unit="task")
+    mask_keys, left = {f.key for f in masks}, len(masks)
+    for future in as_completed([*masks, *futures]):
+        if future.key in mask_keys:
+            left -= 1
+        bar.update()
+        if not left and bar.desc != "grid":
+            bar.set_description("grid")
+    bar.close()
+    del masks
+    return client.gather(futures)
 
 
 def assemble(parts: list[dict], dims: Sequence[str]) -> pd.DataFrame:

@@ -101,6 +101,18 @@ def draw_mask(ax: Any, mask: xr.DataArray, *, color: str = CONTOUR_COLOR,
                       origin="upper", extent=pixel_extent(mask), antialiased=False)
 
 
+_UNIT_SYMBOLS = {"micrometer": "µm", "micron": "µm", "um": "µm", "nanometer": "nm",
+                 "millimeter": "mm", "centimeter": "cm", "meter": "m"}
+
+
+def axis_unit(image: xr.DataArray, dim: str) -> str:
+    """The unit of ``image``'s ``dim`` coordinate for an axis label (``µm``),
+    ``pixels`` when it has none."""
+    coord = image.coords.get(dim)
+    unit = coord.attrs.get("units") if coord is not None else None
+    return _UNIT_SYMBOLS.get(str(unit).lower(), str(unit)) if unit else "pixels"
+
+
 def patch_boxes(table: Any, image_id: int) -> tuple[np.ndarray, np.ndarray, Any]:
     """Physical ``(y0, x0)`` top-left edges and ``(h, w)`` sizes of an image's
     patches (unpadded), and the table rows (a DataFrame)."""
@@ -204,6 +216,8 @@ def overlay(image: Any, *, mask: xr.DataArray | None = None, table: Any = None, 
     left, right, bottom, top = pixel_extent(thumb)
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)
+    ax.set_xlabel(f"x ({axis_unit(thumb, 'x')})", fontsize=8)
+    ax.set_ylabel(f"y ({axis_unit(thumb, 'y')})", fontsize=8)
     if title:
         ax.set_title(title, fontsize=8)
     return fig

@@ -1,0 +1,5 @@
+"""``python -m zarrdask.cli``."""
+
+from . import main
+
+raise SystemExit(main())
