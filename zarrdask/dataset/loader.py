@@ -304,6 +304,8 @@ def _stackable(value: Any) -> bool:
 
 def _collate_field(values: list[Any]) -> Any:
     first = values[0]
+    if type(first) is int and all(type(v) is int for v in values):  # image ids: as default_collate
+        return torch.from_numpy(np.asarray(values, dtype=np.int64))
     if _stackable(first) and all(
             isinstance(v, np.ndarray) and v.shape == first.shape and v.dtype == first.dtype
             for v in values):
