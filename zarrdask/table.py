@@ -43,7 +43,8 @@ import pandas as pd
 import pyarrow as pa
 
 from .errors import TableError
-from .table_files import TableWriteError, read_parquet, write_parquet
+from .table_files import TableWriteError, read_version, write_folder, write_parquet
+from .table_layout import is_layout, read_layout, write_layout
 
 __all__ = ["PatchTable", "read_table", "TableWriteError", "META_KEY", "SCHEMA_VERSION",
            "position_columns", "rows_digest", "absolute_location", "remap_paths"]
@@ -51,6 +52,8 @@ __all__ = ["PatchTable", "read_table", "TableWriteError", "META_KEY", "SCHEMA_VE
 META_KEY = b"zarrdask"
 SCHEMA_VERSION = 1
 _DATASET_ROWS = 5_000_000  # above this, write a folder of part files
+_FILE_IMAGES = 1_000  # above this many images, too: the metadata leaves the footer
+_PART_ROWS = 1_000_000  # rows per part file of a folder table
 _ROW_GROUP = 1_000_000
 
 _DTYPES = {"image_id": np.int32, "z": np.int64, "y": np.int64, "x": np.int64,
@@ -118,8 +121,10 @@ class PatchTable:
     """
 
     def __init__(self, frame: pd.DataFrame, meta: Mapping[str, Any], *,
-                 sources: Sequence[Any] | None = None) -> None:
-        self.meta: dict[str, Any] = json.loads(json.dumps(dict(meta), default=_json_default))
+                 sources: Sequence[Any] | None = None, _parsed: bool = False) -> None:
+        # a private copy in plain JSON types (``_parsed``: meta was just parsed from JSON)
+        self.meta: dict[str, Any] = dict(meta) if _parsed else json.loads(
+            json.dumps(dict(meta), default=_json_default))
         # tables written before zarrdask recorded inputs_hash: their hash was it
         self.meta.setdefault("inputs_hash", self.meta.get("hash"))
         self.frame = frame
@@ -251,12 +256,16 @@ class PatchTable:
     def to_parquet(self, path: str | os.PathLike, *, overwrite: bool = True) -> str:
         """Write the table to Parquet, atomically.
 
-        Tables over 5 million rows become a dataset folder of part files
-        (readable by pyarrow and pandas; by dask.dataframe through
-        ``path/current``); smaller ones a single file. Readers see the old
-        table or the new one, never a missing or partial one, also while
-        other processes replace the same path (see
-        :mod:`zarrdask.table_files`).
+        A table of at most 5 million rows and 1,000 images is a single file
+        (metadata in its footer); a larger one, or one written where a
+        folder table is, becomes a folder: patch rows in part files of whole
+        images, one row per image in ``_images.parquet`` and a small
+        ``_manifest.json`` written last (``docs/table.md``), so no footer or
+        manifest grows with the number of images. pandas and pyarrow read
+        the rows from the folder itself, dask.dataframe from
+        ``path/current``. Readers see the old table or the new one, never a
+        missing or partial one, also while other processes replace the same
+        path (see :mod:`zarrdask.table_files`).
 
         Parameters
         ----------
@@ -280,8 +289,16 @@ class PatchTable:
         """
         path = os.fspath(path)
         self._rehash()  # the frame may have been edited in place since
-        write_parquet(self._arrow(), path, part_rows=_DATASET_ROWS, row_group=_ROW_GROUP,
-                      overwrite=overwrite)
+        if (len(self.frame) <= _DATASET_ROWS and len(self.images) <= _FILE_IMAGES
+                and not os.path.isdir(path)):
+            write_parquet(self._arrow(), path, part_rows=_DATASET_ROWS, row_group=_ROW_GROUP,
+                          overwrite=overwrite)
+            return path
+        rows = pa.Table.from_pandas(self.frame, preserve_index=False)
+        part_rows = min(_PART_ROWS, _DATASET_ROWS)
+        write_folder(path, lambda folder: write_layout(folder, rows, self.meta,
+                                                       part_rows=part_rows, row_group=_ROW_GROUP),
+                     overwrite=overwrite)
         return path
 
     @classmethod
@@ -317,27 +334,36 @@ def read_table(path: str | os.PathLike, *,
         or when a ``path_map`` key matches no source.
     """
     path = os.fspath(path)
-    table = read_parquet(path)
-    meta = (table.schema.metadata or {}).get(META_KEY)
+
+    def read(location: str) -> tuple[pa.Table, Any]:
+        if os.path.isdir(location) and is_layout(location):
+            return read_layout(location, path)
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(location)
+        return table, (table.schema.metadata or {}).get(META_KEY)
+
+    table, meta = read_version(path, read)
     if meta is None:
         raise TableError(
             f"{path} is a Parquet file without zarrdask metadata, not a coordinate table; "
             "build one with zarrdask.build_table"
         )
-    try:
-        meta = json.loads(meta)
-        if not isinstance(meta, dict):
-            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
-    except ValueError as exc:
-        raise TableError(
-            f"{path} has unreadable zarrdask metadata ({exc}); rebuild the table with "
-            "zarrdask.build_table"
-        ) from exc
+    if not isinstance(meta, dict):
+        try:
+            meta = json.loads(meta)
+            if not isinstance(meta, dict):
+                raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+        except ValueError as exc:
+            raise TableError(
+                f"{path} has unreadable zarrdask metadata ({exc}); rebuild the table with "
+                "zarrdask.build_table"
+            ) from exc
     try:
         frame = table.to_pandas()
     except (pa.ArrowException, ValueError) as exc:
         raise TableError(f"{path} could not be converted to rows ({exc}); rebuild the table") from exc
-    return PatchTable(frame, meta).with_paths(path_map)
+    return PatchTable(frame, meta, _parsed=True).with_paths(path_map)
 
 
 # -- portable sources --------------------------------------------------------
