@@ -47,7 +47,8 @@ from .table_files import TableWriteError, read_version, write_folder, write_parq
 from .table_layout import is_layout, read_layout, write_layout
 
 __all__ = ["PatchTable", "read_table", "TableWriteError", "META_KEY", "SCHEMA_VERSION",
-           "position_columns", "rows_digest", "absolute_location", "remap_paths"]
+           "position_columns", "rows_digest", "row_runs", "runs_digest", "digest_header",
+           "absolute_location", "remap_paths"]
 
 META_KEY = b"zarrdask"
 SCHEMA_VERSION = 1
@@ -79,19 +80,72 @@ def _json_default(obj: Any) -> Any:
     return repr(obj)
 
 
-def rows_digest(frame: pd.DataFrame) -> str:
-    """sha256 of a frame's rows: column names, numeric dtypes and values, in
-    row order (the index is ignored)."""
-    h = hashlib.sha256(f"rows:{len(frame)}".encode())
-    for name in frame.columns:
-        values = frame[name].to_numpy()
-        if values.dtype.kind in "biufcmM":
-            h.update(f"|{name}:{values.dtype.str}|".encode())
-            h.update(np.ascontiguousarray(values).tobytes())
-        else:
-            h.update(f"|{name}:object|".encode())
-            h.update(pd.util.hash_pandas_object(frame[name], index=False).to_numpy().tobytes())
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, element-wise on uint64 (wrapping)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def row_runs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The pieces :func:`rows_digest` combines: the frame's runs of rows of
+    one ``image_id`` (in row order), each with its length and two 64-bit
+    sums of its rows' hashes mixed with their position in the run.
+
+    Runs of frames that follow each other (part files of whole images)
+    concatenate into the runs of the whole table, so a table written in parts
+    by several processes gets the digest of its rows without one process
+    holding them all.
+    """
+    n = len(frame)
+    ids = (frame["image_id"].to_numpy(dtype=np.int64) if "image_id" in frame.columns
+           else np.zeros(n, dtype=np.int64))
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return {"image_id": empty, "rows": empty, "sum0": empty.astype(np.uint64),
+                "sum1": empty.astype(np.uint64)}
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1]).astype(np.int64)
+    lengths = np.diff(np.append(starts, n))
+    row_hash = pd.util.hash_pandas_object(frame, index=False).to_numpy().astype(np.uint64)
+    local = (np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        lane0 = _mix64(row_hash ^ _mix64(local))
+        lane1 = _mix64(row_hash + _mix64(local + np.uint64(0x9E3779B97F4A7C15)))
+    return {"image_id": ids[starts], "rows": lengths,
+            "sum0": np.add.reduceat(lane0, starts).astype(np.uint64),
+            "sum1": np.add.reduceat(lane1, starts).astype(np.uint64)}
+
+
+def runs_digest(header: str, runs: Sequence[Mapping[str, np.ndarray]]) -> str:
+    """sha256 of the runs of consecutive frames (:func:`row_runs`) under a
+    header naming the columns and dtypes."""
+    h = hashlib.sha256(header.encode())
+    for key in ("image_id", "rows", "sum0", "sum1"):
+        parts = [np.asarray(r[key]) for r in runs]
+        values = np.concatenate(parts) if parts else np.zeros(0)
+        h.update(f"|{key}|".encode())
+        h.update(np.ascontiguousarray(values.astype(np.uint64 if key.startswith("sum")
+                                                    else np.int64)).tobytes())
     return h.hexdigest()
+
+
+def digest_header(frame: pd.DataFrame, num_rows: int | None = None) -> str:
+    """The header :func:`rows_digest` hashes: row count, column names and dtypes."""
+    n = len(frame) if num_rows is None else num_rows
+    cols = ",".join(f"{c}:{frame[c].dtype.str if frame[c].dtype.kind in 'biufcmM' else 'object'}"
+                    for c in frame.columns)
+    return f"rows:{n}|{cols}"
+
+
+def rows_digest(frame: pd.DataFrame) -> str:
+    """sha256 of a frame's rows: column names, dtypes and values, in row
+    order within each run of one ``image_id`` (the index is ignored);
+    composable over part files (:func:`row_runs`)."""
+    return runs_digest(digest_header(frame), [row_runs(frame)])
 
 
 def _table_hash(inputs_hash: Any, rows: str) -> str:
