@@ -53,7 +53,7 @@ def test_large_tables_become_a_dataset_folder(tmp_path, monkeypatch):
     assert os.path.isdir(path)
     names = sorted(os.listdir(os.path.join(path, "current")))
     assert [n for n in names if n.startswith("part-")] == [f"part-{i:06d}.parquet" for i in range(3)]
-    assert {"_images.parquet", "_partitions.parquet", "_manifest.json"} <= set(names)
+    assert {"_images", "_partitions.parquet", "_manifest.json"} <= set(names)
     back = read_table(path)
     assert back.equals(table)
     # pandas and pyarrow read the folder itself (they skip "_" names);
@@ -62,7 +62,7 @@ def test_large_tables_become_a_dataset_folder(tmp_path, monkeypatch):
     import dask.dataframe as dd
 
     assert len(dd.read_parquet(os.path.join(path, "current", "part-*.parquet"))) == 10
-    images = pd.read_parquet(os.path.join(path, "current", "_images.parquet"))
+    images = pd.read_parquet(os.path.join(path, "current", "_images"))
     assert images["name"].tolist() == ["a"] and images["image_id"].tolist() == [0]
 
 

@@ -32,15 +32,17 @@ from .table_files import hold_current
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "IMAGES", "PARTITIONS", "SKIPPED",
            "is_layout", "write_layout", "read_layout", "split_meta", "join_meta",
-           "partition_cuts", "FolderTable"]
+           "partition_cuts", "FolderTable", "image_row", "images_frame", "write_side_tables"]
 
 FORMAT = "zarrdask-table"
 FORMAT_VERSION = 2
 MANIFEST = "_manifest.json"
-IMAGES = "_images.parquet"
+IMAGES = "_images"
 PARTITIONS = "_partitions.parquet"
 SKIPPED = "_skipped.parquet"
 _ENTRY = "entry"
+#: Images per file of the images table (``_images/images-000000.parquet`` ...).
+IMAGES_PER_FILE = 4096
 _MODALITY = "modality."
 _MASK_MPP = "mask_mpp"
 
@@ -67,19 +69,10 @@ def split_meta(meta: Mapping[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, l
     table_meta = {k: v for k, v in meta.items() if k not in ("images", "skipped")}
     images = list(meta.get("images") or [])
     n = len(images)
-    columns: dict[str, Any] = {
-        "image_id": np.arange(n, dtype=np.int32),
-        "name": [_text(e.get("name")) for e in images],
-        "source": [_text((e.get("open") or {}).get("source")) for e in images],
-        "reader": [_text(e.get("reader")) for e in images],
-        "dims": [_dumps(e.get("dims")) for e in images],
-        "shape": [_dumps(e.get("shape")) for e in images],
-        "level": pd.array([e.get("level") for e in images], dtype="Int64"),
-        "mpp": pd.array([e.get("mpp") for e in images], dtype="Float64"),
-        "scale": [_dumps(e.get("scale")) for e in images],
-        "content_key": [_text(e.get("content_key")) for e in images],
-        _ENTRY: [_dumps(e) for e in images],
-    }
+    columns: dict[str, Any] = {k: [row[k] for row in rows] if rows else []
+                               for rows in [[image_row(e) for e in images]]
+                               for k in _SUMMARY}
+    columns["image_id"] = np.arange(n, dtype=np.int32)
     modalities = dict(meta.get("modalities") or {})
     kept: dict[str, Any] = {}
     per_image: list[str] = []
@@ -100,12 +93,46 @@ def split_meta(meta: Mapping[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, l
             mask_mpp["images"]) == n:
         columns[_MASK_MPP] = pd.array(mask_mpp["images"], dtype="Float64")
         table_meta["mask_mpp"] = {k: v for k, v in mask_mpp.items() if k != "images"}
-    return table_meta, pd.DataFrame(columns), list(meta.get("skipped") or [])
+    return table_meta, images_frame(columns), list(meta.get("skipped") or [])
 
 
 def _parse_all(texts: list[str | None]) -> list[Any]:
     """JSON texts (None: null) parsed in one call."""
     return json.loads("[" + ",".join("null" if t is None else t for t in texts) + "]")
+
+
+_SUMMARY = ("image_id", "name", "source", "reader", "dims", "shape", "level", "mpp", "scale",
+            "content_key", _ENTRY)
+
+
+def image_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The images-table columns of one image entry: summary columns for
+    other tools and the whole entry as JSON (``entry``)."""
+    level, mpp = entry.get("level"), entry.get("mpp")
+    return {
+        "image_id": int(entry.get("image_id", 0)),
+        "name": _text(entry.get("name")),
+        "source": _text((entry.get("open") or {}).get("source")),
+        "reader": _text(entry.get("reader")),
+        "dims": _dumps(entry.get("dims")),
+        "shape": _dumps(entry.get("shape")),
+        "level": None if level is None else int(level),
+        "mpp": None if mpp is None else float(mpp),
+        "scale": _dumps(entry.get("scale")),
+        "content_key": _text(entry.get("content_key")),
+        _ENTRY: _dumps(entry),
+    }
+
+
+def images_frame(columns: Mapping[str, Any]) -> pd.DataFrame:
+    """The images table from its columns, with its dtypes."""
+    frame = pd.DataFrame(dict(columns))
+    frame["image_id"] = frame["image_id"].astype(np.int32)
+    frame["level"] = frame["level"].astype("Int64")
+    frame["mpp"] = frame["mpp"].astype("Float64")
+    if _MASK_MPP in frame.columns:
+        frame[_MASK_MPP] = frame[_MASK_MPP].astype("Float64")
+    return frame
 
 
 def _text(value: Any) -> str | None:
@@ -188,18 +215,22 @@ def write_layout(folder: str, rows: pa.Table, meta: Mapping[str, Any], *, part_r
         records.append({"file": name, "rows": int(b - a), "first_row": int(a),
                         "image_min": int(ids.min()) if len(ids) else -1,
                         "image_max": int(ids.max()) if len(ids) else -1})
-    write_side_tables(folder, meta, records, num_rows=rows.num_rows,
-                      columns=rows.column_names)
+    table_meta, images, skipped = split_meta(meta)
+    write_side_tables(folder, table_meta, images, skipped, records, num_rows=rows.num_rows,
+                      columns=rows.column_names, table_hash=meta.get("hash"))
 
 
-def write_side_tables(folder: str, meta: Mapping[str, Any], partitions: list[dict[str, Any]],
-                      *, num_rows: int, columns: list[str]) -> None:
+def write_side_tables(folder: str, table_meta: Mapping[str, Any], images: pd.DataFrame,
+                      skipped: list[Any], partitions: list[dict[str, Any]], *, num_rows: int,
+                      columns: list[str], table_hash: str | None) -> None:
     """Write the images, partitions and skipped tables and then the manifest
     of a version whose part files are written (``partitions``: one record
-    per part file, in row order)."""
-    table_meta, images, skipped = split_meta(meta)
-    pq.write_table(pa.Table.from_pandas(images, preserve_index=False),
-                   os.path.join(folder, IMAGES))
+    per part file, in row order; ``table_meta``, ``images`` and ``skipped``
+    as :func:`split_meta` returns them)."""
+    os.makedirs(os.path.join(folder, IMAGES), exist_ok=True)
+    arrow = pa.Table.from_pandas(images, preserve_index=False)
+    for k, start in enumerate(range(0, max(len(images), 1), IMAGES_PER_FILE)):
+        pq.write_table(arrow.slice(start, IMAGES_PER_FILE), images_file(folder, k))
     pq.write_table(pa.Table.from_pandas(pd.DataFrame(
         partitions, columns=["file", "rows", "first_row", "image_min", "image_max"]),
         preserve_index=False), os.path.join(folder, PARTITIONS))
@@ -216,7 +247,8 @@ def write_side_tables(folder: str, meta: Mapping[str, Any], partitions: list[dic
         "partitions": len(partitions),
         "skipped": len(skipped),
         "columns": list(columns),
-        "hash": meta.get("hash"),
+        "hash": table_hash,
+        "images_per_file": IMAGES_PER_FILE,
         "files": {"images": IMAGES, "partitions": PARTITIONS,
                   "skipped": SKIPPED if skipped else None},
         "meta": table_meta,
@@ -243,6 +275,24 @@ def _read_manifest(folder: str, where: str) -> dict[str, Any]:
     return manifest
 
 
+def images_file(folder: str, k: int) -> str:
+    """Path of file ``k`` of the images table of the version ``folder``."""
+    return os.path.join(folder, IMAGES, f"images-{k:06d}.parquet")
+
+
+def _read_images(folder: str, image_ids: np.ndarray | None = None) -> pd.DataFrame:
+    """The images table (or the rows of ``image_ids`` only, reading only
+    the files that hold them)."""
+    if image_ids is None:
+        return pq.read_table(os.path.join(folder, IMAGES)).to_pandas()
+    ids = np.unique(np.asarray(image_ids, dtype=np.int64))
+    frames = []
+    for k in np.unique(ids // IMAGES_PER_FILE):
+        frame = pq.read_table(images_file(folder, int(k))).to_pandas()
+        frames.append(frame[frame["image_id"].isin(ids)])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def _skipped(folder: str, manifest: Mapping[str, Any]) -> list[Any]:
     name = (manifest.get("files") or {}).get("skipped")
     if not name:
@@ -256,7 +306,7 @@ def read_layout(folder: str, where: str) -> tuple[pa.Table, dict[str, Any]]:
     parts = pq.read_table(os.path.join(folder, PARTITIONS)).column("file").to_pylist()
     tables = [pq.read_table(os.path.join(folder, p)) for p in parts]
     rows = pa.concat_tables(tables) if tables else pa.table({})
-    images = pq.read_table(os.path.join(folder, IMAGES)).to_pandas()
+    images = _read_images(folder)
     if rows.num_rows != int(manifest["rows"]):
         raise TableError(f"{where} has {rows.num_rows} rows but its manifest lists "
                          f"{manifest['rows']}; the table is damaged, rebuild it")
@@ -323,7 +373,7 @@ class FolderTable:
     def meta(self) -> dict[str, Any]:
         """The full metadata (the images table parsed once, on first use)."""
         if self._meta is None:
-            images = pq.read_table(os.path.join(self.version, IMAGES)).to_pandas()
+            images = _read_images(self.version)
             self._meta = join_meta(self.manifest["meta"], images,
                                    _skipped(self.version, self.manifest))
         return self._meta
