@@ -38,6 +38,8 @@ from .errors import (
     ZarrdaskError,
 )
 from .grid.build import GridWarning, build_table
+from .grid.cohort import build_cohort
+from .grid.options import GridOptions
 from .io import connect_s3, isconsolidated, open_image, open_pyramid
 from .masks import (
     Annotations,
@@ -61,6 +63,8 @@ __all__ = [
     "Annotations",
     "AnnotationWarning",
     "build_table",
+    "build_cohort",
+    "GridOptions",
     "read_table",
     "PatchTable",
     "PatchDataset",

@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from .errors import TableError, TableWriteError
 
 __all__ = ["TableWriteError", "write_parquet", "write_folder", "read_parquet", "read_version",
-           "hold_current",
+           "hold_current", "remove_old_versions",
            "check_writable", "is_folder_table", "CURRENT"]
 
 CURRENT = "current"
@@ -404,3 +404,10 @@ def hold_current(path: str) -> tuple[str, int]:
             return version, fd
         os.close(fd)
     raise TableError(f"{path} has no readable current version; rebuild the table")
+
+
+def remove_old_versions(path: str) -> None:
+    """Remove the versions of the folder table ``path`` that are not current
+    and not in use (what every write does after its swap)."""
+    if os.path.isdir(path):
+        _collect(path)

@@ -351,12 +351,17 @@ class FolderTable:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fd": None, "_pid": None}
 
-    def __del__(self) -> None:
+    def close(self) -> None:
+        """Release the lock on the version (it may then be removed by a writer)."""
         if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
             try:
                 os.close(self._fd)
             except OSError:
                 pass
+        self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def __len__(self) -> int:
         return int(self.manifest["rows"])
