@@ -16,11 +16,8 @@ from zarrdask.table import PatchTable, read_table
 
 
 def _entry(i: int) -> dict:
-    return {"image_id": i, "name": f"/data/cohort/slide-{i:06d}.zarr", "reader": "zarr",
-            "open": {"source": f"/data/cohort/slide-{i:06d}.zarr", "axes": None, "level": 0},
-            "dims": ["c", "y", "x"], "shape": {"c": 3, "y": 512, "x": 512},
-            "chunks": {"c": 3, "y": 256, "x": 256}, "level": 0, "mpp": 0.5,
-            "scale": {"y": 0.5, "x": 0.5}, "origin": {"y": 0.0, "x": 0.0}}
+    return {"image_id": i, "name": f"/data/cohort/slide-{i:06d}.zarr", "dims": ["y", "x"],
+            "shape": {"y": 512, "x": 512}, "level": 0, "mpp": 0.5}
 
 
 def _cohort(n_images: int, rows_per_image: int = 2) -> PatchTable:

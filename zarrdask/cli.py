@@ -263,12 +263,48 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         raise OptionError(f"--level {args.level} and --mpp {args.mpp:g} both given; pass one "
                           "(--mpp chooses the level of each slide)")
     check_writable(args.out)  # before any compute, naming --out
+    sources = _grid_sources(args)
     with _Cluster(args.scheduler, args.workers, args.threads,
                   wait_workers=args.wait_workers) as client:
-        table = _grid_table(args, args.sources, client)
+        if getattr(args, "cohort", False):
+            table = _grid_cohort(args, sources, client)
+            print(f"<partitioned table: {len(table)} patches of {table.num_images} image(s), "
+                  f"{table.manifest['meta']['build']}>\nwritten to {args.out}")
+            return 0
+        table = _grid_table(args, sources, client)
     table.to_parquet(args.out)
     print(f"{table!r}\nwritten to {args.out}")
     return 0
+
+
+def _grid_sources(args: argparse.Namespace) -> list:
+    """``zarrdask grid`` sources: the arguments and ``--files-from`` lines,
+    glob patterns and folders expanded (:mod:`zarrdask.grid.inputs`)."""
+    from .errors import OptionError
+    from .grid.inputs import expand_sources, read_file_list
+
+    given = list(args.sources or [])
+    if getattr(args, "files_from", None):
+        given += read_file_list(args.files_from)
+    if not given:
+        raise OptionError("no image given; pass paths, URLs or glob patterns, or "
+                          "--files-from LIST (one per line, - for standard input)")
+    return expand_sources(given, storage_options=_storage_options(args.storage_options))
+
+
+def _grid_cohort(args: argparse.Namespace, sources: list, client) -> object:
+    from .grid.cohort import build_cohort
+
+    masks = args.mask if args.mask not in (None, "none") else None
+    return build_cohort(
+        [{"source": s, "axes": args.axes, "data_group": args.data_group, "level": args.level}
+         for s in sources], out=args.out, patch_size=_by_axis(args.patch_size),
+        stride=_by_axis(args.stride), pad=_by_axis(args.pad), mpp=args.mpp,
+        mask_mpp=args.mask_mpp, min_area=args.min_area, masks=masks,
+        tissue_options={"mask_scale": args.mask_scale} if masks and args.mask_mpp is None else None,
+        allow_incomplete_patches=args.allow_incomplete, sampler=args.sampler, seed=args.seed,
+        storage_options=_storage_options(args.storage_options), client=client,
+        images_per_task=args.images_per_task, on_error=args.on_error, progress=not args.quiet)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -352,7 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("grid", help="build a coordinate table (Parquet) on a dask cluster")
-    p.add_argument("sources", nargs="+", help="image paths or URLs")
+    p.add_argument("sources", nargs="*",
+                   help="image paths or URLs, glob patterns ('s3://bucket/*.zarr') or folders")
+    p.add_argument("--files-from", default=None, metavar="LIST",
+                   help="read sources from LIST, one path or URL per line (- for stdin)")
+    p.add_argument("--cohort", action="store_true",
+                   help="build on the workers in batches into a partitioned table, reusing "
+                        "unchanged images of the table at --out")
+    p.add_argument("--images-per-task", type=_at_least(1), default=256,
+                   help="with --cohort: images per task (default 256)")
     p.add_argument("--patch-size", type=_size_list(1), required=True,
                    help="pixels (256 or 256,256) or micrometres (128um or 64um,64um)")
     p.add_argument("--stride", type=_size_list(1), default=None,

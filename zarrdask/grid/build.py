@@ -43,6 +43,7 @@ from .geometry import (
     window_coverage,
 )
 from .graph import assemble, run_tasks, task_boxes
+from .inputs import expand_sources
 from .options import GridOptions
 from .physical import (
     check_mask_mpp,
@@ -55,7 +56,6 @@ from .physical import (
 )
 from .sources import (
     _stat_stamp,
-    as_list,
     digest,
     fingerprint,
     item_name,
@@ -348,7 +348,7 @@ def build_table(
         raise GridParameterError(f"sampler={sampler!r} is unknown; use 'grid' or 'blue-noise'")
     if on_error not in ("raise", "skip"):
         raise GridParameterError(f"on_error={on_error!r} is unknown; use 'raise' or 'skip'")
-    items = [_absolute_item(item) for item in as_list(images)]
+    items = [_absolute_item(item) for item in expand_sources(images)]
     if not items:
         raise GridParameterError("images is empty; pass at least one image source")
     mask_items = [m if isinstance(m, str) and m == "tissue" else _absolute_item(m)

@@ -37,7 +37,7 @@ def _expand_one(text: str, storage_options: Mapping[str, Any] | None) -> list[st
     local = protocol == "file"
     folder = text.endswith("/") or (local and os.path.isdir(text))
     if not is_pattern(text) and (not folder or text.rstrip("/").lower().endswith(".zarr")):
-        return [text]
+        return [text.rstrip("/") or text]
     fs, path = get_filesystem(text, storage_options)
     if is_pattern(text):
         found = sorted(fs.glob(path))
