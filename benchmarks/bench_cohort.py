@@ -90,7 +90,7 @@ def cpu():
 
 cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
 client = Client(cluster)
-client.run(lambda: 0)
+client.run(lambda: __import__("zarrdask.grid.cohort_task"))  # warm workers: imports
 RESULT = {{}}
 {body}
 RESULT['client_peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -102,7 +102,7 @@ slides = {slides!r}
 out = {out!r}
 c0, t0 = cpu(), time.perf_counter()
 table = zd.build_cohort(slides, out=out, patch_size=64, masks="tissue", client=client,
-                        images_per_task={per_task})
+                        images_per_task={per_task!r})
 RESULT['build_s'] = time.perf_counter() - t0
 RESULT['client_cpu_s'] = cpu() - c0
 RESULT['rows'] = len(table)
@@ -174,13 +174,13 @@ def bench_builds(sizes: list[int], per_task: int, legacy_max: int) -> list[dict]
             link_slide(bases[i % DISTINCT], folder / "slides" / f"slide-new-{i:06d}.zarr")
         try:
             inc = run_measured(_CLIENT.format(root=root, body=body))
+            out.append(emit({"measure": "incremental", "n": n, "added": extra, **inc,
+                             "ratio": inc["build_s"] / full["build_s"]}))
+            read = run_measured(_READ.format(root=root, out=str(table)))
+            out.append(emit({"measure": "read_back", "n": n, **read}))
         finally:
             for i in range(extra):
                 shutil.rmtree(folder / "slides" / f"slide-new-{i:06d}.zarr", ignore_errors=True)
-        out.append(emit({"measure": "incremental", "n": n, "added": extra, **inc,
-                         "ratio": inc["build_s"] / full["build_s"]}))
-        read = run_measured(_READ.format(root=root, out=str(table)))
-        out.append(emit({"measure": "read_back", "n": n, **read}))
         if n <= legacy_max:
             legacy = run_measured(_CLIENT.format(root=root, body=_LEGACY.format(
                 slides=str(folder / "slides"))))
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="cohorts of 250, 500 and 1,000 slides; tables of 1e6 and 5e6 rows")
     parser.add_argument("--sizes", type=int, nargs="+", default=None)
     parser.add_argument("--rows", type=int, nargs="+", default=None)
-    parser.add_argument("--images-per-task", type=int, default=256)
+    parser.add_argument("--images-per-task", type=int, default=None)
     parser.add_argument("--legacy-max", type=int, default=2000,
                         help="also time build_table up to this cohort size")
     args = parser.parse_args(argv)

@@ -395,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort", action="store_true",
                    help="build on the workers in batches into a partitioned table, reusing "
                         "unchanged images of the table at --out")
-    p.add_argument("--images-per-task", type=_at_least(1), default=256,
-                   help="with --cohort: images per task (default 256)")
+    p.add_argument("--images-per-task", type=_at_least(1), default=None,
+                   help="with --cohort: images per task (default 256; fewer, for at least "
+                        "16 tasks, in small cohorts)")
     p.add_argument("--patch-size", type=_size_list(1), required=True,
                    help="pixels (256 or 256,256) or micrometres (128um or 64um,64um)")
     p.add_argument("--stride", type=_size_list(1), default=None,

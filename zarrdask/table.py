@@ -420,6 +420,15 @@ def read_table(path: str | os.PathLike, *,
     return PatchTable(frame, meta, _parsed=True).with_paths(path_map)
 
 
+def metadata_table(folder: Any) -> PatchTable:
+    """A table with the metadata of a partitioned folder table
+    (:class:`zarrdask.table_layout.FolderTable`) and no rows; its ``hash``
+    is not the folder table's (use ``folder.hash``)."""
+    frame = pd.DataFrame({c: np.zeros(0, dtype=_DTYPES.get(c, np.float64))
+                          for c in folder.manifest["columns"]})
+    return PatchTable(frame, folder.meta, _parsed=True)
+
+
 # -- portable sources --------------------------------------------------------
 
 _PATH_KEYS = ("source", "location", "name")

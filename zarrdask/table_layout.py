@@ -383,15 +383,6 @@ class FolderTable:
                                    _skipped(self.version, self.manifest))
         return self._meta
 
-    def metadata_table(self) -> Any:
-        """A :class:`~zarrdask.table.PatchTable` with this table's metadata
-        and no rows (its ``hash`` is not this table's: use :attr:`hash`)."""
-        from .table import _DTYPES, PatchTable
-
-        frame = pd.DataFrame({c: np.zeros(0, dtype=_DTYPES.get(c, np.float64))
-                              for c in self.manifest["columns"]})
-        return PatchTable(frame, self.meta, _parsed=True)
-
     def read_partition(self, index: int, columns: list[str] | None = None) -> pd.DataFrame:
         """The rows of part file ``index`` (a pandas frame, table order)."""
         if self._pid != os.getpid():

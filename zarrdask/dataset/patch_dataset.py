@@ -27,7 +27,7 @@ import numpy as np
 import torch.utils.data
 
 from ..errors import DatasetError
-from ..table import PatchTable, read_table
+from ..table import PatchTable, metadata_table, read_table
 from ..table_layout import FolderTable
 from .boxes import (
     PAD_MODES,
@@ -187,7 +187,7 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
                     and FolderTable.applies(self.table_path)):
                 # a partitioned table: only the metadata now, parts when read
                 self._folder = FolderTable(self.table_path)
-                table = self._folder.metadata_table().with_paths(path_map)
+                table = metadata_table(self._folder).with_paths(path_map)
             else:
                 table = read_table(self.table_path, path_map=path_map)
         else:

@@ -86,7 +86,7 @@ def build_cohort(
     tissue_options: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     client: Any = None,
-    images_per_task: int = 256,
+    images_per_task: int | None = None,
     on_error: str = "raise",
     progress: bool = False,
 ) -> FolderTable:
@@ -117,8 +117,9 @@ def build_cohort(
         fsspec options for remote inputs (listing and opening).
     client : distributed.Client, optional
         Run the tasks on this cluster; default: local threads.
-    images_per_task : int
-        Images per task (and per part file).
+    images_per_task : int, optional
+        Images per task (and per part file). Default: 256, or fewer for
+        small cohorts so that there are at least 16 tasks.
     on_error : {"raise", "skip"}
         An image that cannot be opened: raise naming it, or skip it (listed
         in ``meta["skipped"]``).
@@ -136,8 +137,8 @@ def build_cohort(
 
     if on_error not in ("raise", "skip"):
         raise GridParameterError(f"on_error={on_error!r} is unknown; use 'raise' or 'skip'")
-    if isinstance(images_per_task, bool) or not isinstance(images_per_task, int) or (
-            images_per_task < 1):
+    if images_per_task is not None and (isinstance(images_per_task, bool) or not isinstance(
+            images_per_task, int) or images_per_task < 1):
         raise GridParameterError(f"images_per_task={images_per_task!r}: pass an integer >= 1")
     opts = GridOptions(patch_size=patch_size, stride=stride, pad=pad, mpp=mpp, mask_mpp=mask_mpp,
                        min_area=min_area, masks=masks,
@@ -150,6 +151,8 @@ def build_cohort(
              for i in expand_sources(images, storage_options=storage_options)]
     if not items:
         raise GridParameterError("images is empty; pass at least one image source")
+    if images_per_task is None:
+        images_per_task = min(256, -(-len(items) // 16))
     out = os.path.abspath(os.fspath(out))
     check_writable(out)
     previous, known = _previous(out)
