@@ -133,3 +133,38 @@ def test_a_cohort_on_a_distributed_cluster_is_the_same_table(tmp_path, slides, c
     assert remote.hash == local.hash
     assert np.array_equal(zd.read_table(remote.path).frame.to_numpy(),
                           zd.read_table(local.path).frame.to_numpy())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_build_still_gives_the_same_table(tmp_path):
+    import glob
+    import signal
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    folder = tmp_path / "slides"
+    for i in range(12):
+        write_synthetic_slide(folder / f"s{i:02d}.zarr", size=1024, chunk=128, levels=1, seed=i)
+    expected = _build(folder, tmp_path / "local.parquet", images_per_task=1)
+    out = tmp_path / "killed.parquet"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        done: dict = {}
+        thread = threading.Thread(target=lambda: done.update(
+            table=_build(folder, out, images_per_task=1, client=client)))
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not glob.glob(str(tmp_path / ".killed.parquet.tmp-*" / ".v-*" / "part-*.parquet")):
+            assert time.monotonic() < deadline and thread.is_alive(), "no part file appeared"
+            time.sleep(0.02)
+        pids = client.run(os.getpid)
+        assert thread.is_alive()  # the build is under way when a worker dies
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        thread.join(240)
+        assert not thread.is_alive()
+    assert done["table"].hash == expected.hash
+    assert zd.read_table(out).equals(zd.read_table(expected.path))
