@@ -121,6 +121,8 @@ def test_globs_folders_and_iterables_name_the_same_images(tmp_path, slides):
     assert expand_sources(str(slides / "s0.zarr")) == [str(slides / "s0.zarr")]
     with pytest.raises(GridParameterError, match="matches no file"):
         expand_sources(str(slides / "*.svs"))
+    assert zd.build_table(str(slides / "s[01].zarr"), patch_size=64).equals(
+        zd.build_table(iter(by_glob[:2]), patch_size=64))
     out = tmp_path / "glob.parquet"
     _build(str(slides / "s*.zarr"), out, images_per_task=3).close()
     assert zd.read_table(out).frame.equals(

@@ -280,11 +280,14 @@ def build_table(
 
     Parameters
     ----------
-    images : source or list of sources
+    images : source, list or iterable of sources, glob pattern or folder
         Paths/URLs, in-memory arrays, ``xarray.DataArray`` objects, or specs
         (mappings with ``source`` and any :func:`zarrdask.open_image`
         keyword: ``axes``, ``data_group``, ``roi``, ``level``, ``mpp``,
-        ``storage_options``).
+        ``storage_options``). Glob patterns (``"slides/*.zarr"``) and
+        folders of images are expanded
+        (:func:`zarrdask.grid.inputs.expand_sources`). For cohorts of
+        thousands of images use :func:`zarrdask.build_cohort`.
     patch_size, stride, pad : int, str, sequence or mapping
         Patch geometry in pixels of the level that is read, or in
         micrometres (``"128um"``, ``{"y": "64um", "x": "64um"}``) on images
