@@ -60,10 +60,11 @@ def _previous(out: str) -> tuple[FolderTable | None, dict[str, tuple[int, str]]]
         return None, {}
     if previous is None:
         return None, {}
-    images = pq.read_table(os.path.join(previous.version, "_images"))
-    if "item" not in images.column_names:
+    folder = os.path.join(previous.version, "_images")
+    if "item" not in pq.read_schema(sorted(
+            os.path.join(folder, n) for n in os.listdir(folder))[0]).names:
         return previous, {}
-    frame = images.select(["image_id", "item", "content_key"]).to_pandas()
+    frame = pq.read_table(folder, columns=["image_id", "item", "content_key"]).to_pandas()
     return previous, {item: (int(i), key) for i, item, key in frame.itertuples(index=False)}
 
 
