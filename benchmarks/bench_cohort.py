@@ -139,7 +139,7 @@ RESULT['read_table_s'] = time.perf_counter() - t0
 """
 
 _DATASET_RSS = """
-import sys
+import resource, sys
 sys.path.insert(0, {root!r})
 import zarrdask as zd
 RESULT = {{}}
@@ -148,6 +148,14 @@ it = iter(ds)
 for _ in range(2000):
     next(it)
 RESULT['len'] = len(ds)
+RESULT['main_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+import torch
+loader = torch.utils.data.DataLoader(ds, batch_size=50, num_workers=2)
+for i, _ in enumerate(loader):
+    if i == 40:
+        break
+del loader  # workers exit: their peak shows in RUSAGE_CHILDREN
+RESULT['worker_peak_rss_mb'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 """
 
 
@@ -190,7 +198,8 @@ def bench_builds(sizes: list[int], per_task: int, legacy_max: int) -> list[dict]
 
 def synthetic_rows_table(rows: int) -> str:
     """A partitioned table of ``rows`` synthetic rows over 1,000 images (all
-    entries point at one real slide), written part by part."""
+    entries point at one real tiny slide, positions cycling over its 16
+    patches; chunk groups of 4 rows as in real slides), written part by part."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -200,14 +209,13 @@ def synthetic_rows_table(rows: int) -> str:
     from zarrdask.table_files import write_folder
     from zarrdask.table_layout import image_row, images_frame, write_side_tables
 
-    path = ROOT / f"rows{rows}.parquet"
+    path = ROOT / f"rows{rows}-v2.parquet"
     if (path / "current" / "_manifest.json").exists():
         return str(path)
     slide = base_slides()[0]
     entry = source_entry(open_image(str(slide)))
     n_images, part_rows = 1000, 1_000_000
     per_image = -(-rows // n_images)
-    side = int(np.sqrt(per_image)) + 1
 
     def write(folder: str) -> None:
         parts, runs, first = [], [], 0
@@ -216,9 +224,11 @@ def synthetic_rows_table(rows: int) -> str:
             idx = np.arange(start, stop, dtype=np.int64)
             image_id = (idx // per_image).astype(np.int32)
             local = idx % per_image
-            frame = pd.DataFrame({"image_id": image_id, "y": (local // side) % 4 * 64,
-                                  "x": (local % side) % 4 * 64,
-                                  "chunk_id": ((local // side) % 4 // 2) * 2 + (local % side) % 4 // 2,
+            # positions cycle over the 16 patches of the tiny slide; chunk
+            # groups have 4 rows, as a 512² chunk of a real slide has 4 patches of 256²
+            cell = local % 16
+            frame = pd.DataFrame({"image_id": image_id, "y": cell // 4 * 64, "x": cell % 4 * 64,
+                                  "chunk_id": local // 4,
                                   "coverage": np.ones(len(idx), dtype=np.float32)})
             name = f"part-{k:06d}.parquet"
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False),
@@ -282,10 +292,13 @@ def summary(records: list[dict]) -> dict:
         "incremental_ratio": {r["n"]: round(r["ratio"], 3) for r in incs},
         "open_s": {r["n"]: round(r["open_s"], 3) for r in reads},
         "first_batch_s": {r["n"]: round(r["first_batch_s"], 3) for r in reads},
-        "dataset_peak_rss_mb": {r["rows"]: round(r["peak_rss_mb"], 1) for r in rss},
+        "dataset_main_rss_mb": {r["rows"]: round(r["main_rss_mb"], 1) for r in rss},
+        "dataset_worker_peak_rss_mb": {r["rows"]: round(r["worker_peak_rss_mb"], 1) for r in rss},
     }
     if len(rss) >= 2:
-        out["dataset_rss_ratio_largest_to_smallest"] = rss[-1]["peak_rss_mb"] / rss[0]["peak_rss_mb"]
+        out["dataset_main_rss_ratio"] = rss[-1]["main_rss_mb"] / rss[0]["main_rss_mb"]
+        out["dataset_worker_rss_ratio"] = (rss[-1]["worker_peak_rss_mb"]
+                                           / rss[0]["worker_peak_rss_mb"])
     return out
 
 
