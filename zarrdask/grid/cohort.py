@@ -220,7 +220,9 @@ def _finish(folder: str, summaries: list[dict[str, Any]], opts: GridOptions,
     if not records:
         raise GridParameterError(f"none of the {len(items)} image(s) could be opened: "
                                  f"{skipped[:5]}")
-    grids = {json.dumps(s["grid"], sort_keys=True) for s in summaries if s["grid"] is not None}
+    grids = {g for s in summaries for g in s["grids"]}
+    if grids and previous is not None and any(s["reused"] for s in summaries):
+        grids.add(json.dumps(previous.manifest["meta"]["grid"], sort_keys=True))  # reused rows'
     if len(grids) > 1:
         raise GridParameterError(
             f"the images do not share one grid ({sorted(grids)[:2]}...): different spatial "

@@ -162,7 +162,7 @@ def cohort_task(folder: str, part: int, batch: list[tuple[int, Any, Any]], opts:
               and old[1] == keys[index]]
     old_images, old_rows = _reused(previous, wanted)
     next_id = first_id
-    grid = None
+    grids: set[str] = set()
     for index, item, old in batch:
         key = keys[index]
         try:
@@ -192,14 +192,13 @@ def cohort_task(folder: str, part: int, batch: list[tuple[int, Any, Any]], opts:
         entry["item"] = item_token(item)
         record = image_row(entry)
         record[_LABELS] = None
-        record[_MASKS] = None if masks is None or (isinstance(masks, float) and np.isnan(masks)) \
-            else masks
-        record["mask_mpp"] = None if mask_mpp is None or pd.isna(mask_mpp) else float(mask_mpp)
+        record[_MASKS] = _value(masks)
+        record["mask_mpp"] = None if _value(mask_mpp) is None else float(mask_mpp)
         record["item"] = entry["item"]
         records.append(record)
         rows_out.append(frame)
-        if grid_dict is not None and grid is None:
-            grid = grid_dict
+        if grid_dict is not None:
+            grids.add(json.dumps(grid_dict, sort_keys=True))
         next_id += 1
     name = f"part-{part:06d}.parquet"
     frame = _part_frame(rows_out)
@@ -210,8 +209,15 @@ def cohort_task(folder: str, part: int, batch: list[tuple[int, Any, Any]], opts:
                      "image_max": int(ids.max()) if len(ids) else -1},
             "records": records, "skipped": skipped, "runs": row_runs(frame),
             "first_id": first_id, "count": next_id - first_id, "opened": opened,
-            "reused": reused, "warnings": notes, "grid": grid,
+            "reused": reused, "warnings": notes, "grids": sorted(grids),
             "columns": list(frame.columns)}
+
+
+def _value(value: Any) -> Any:
+    """``value``, or None for a missing one (None, NaN, pandas NA)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value
 
 
 def entry_grid_dims(entry: Mapping[str, Any]) -> list[str]:
