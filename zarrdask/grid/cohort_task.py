@@ -76,10 +76,12 @@ def _stamp(item: Any) -> list:
     return [source, None]
 
 
-def content_key(item: Any, opts: GridOptions) -> str:
+def content_key(item: Any, opts: GridOptions | str) -> str:
     """What decides an image's rows: its source identity and stamp, every
-    grid and mask option, and the zarrdask version (sha256)."""
-    return digest([item_token(item), _stamp(item), opts.key(), __version__])
+    grid and mask option (``opts`` or its :meth:`~GridOptions.key`), and the
+    zarrdask version (sha256)."""
+    options = opts if isinstance(opts, str) else opts.key()
+    return digest([item_token(item), _stamp(item), options, __version__])
 
 
 # -- the per-batch task (runs on a worker) ----------------------------------------
@@ -152,9 +154,10 @@ def cohort_task(folder: str, part: int, batch: list[tuple[int, Any, Any]], opts:
     rows_out, records, skipped, notes = [], [], [], []
     opened = reused = 0
     keys = {}
+    options_key = opts.key()
     for index, item, _old in batch:
         try:
-            keys[index] = content_key(item, opts)
+            keys[index] = content_key(item, options_key)
         except (ZarrdaskError, OSError) as exc:
             keys[index] = exc
     wanted = [old[0] for index, _item, old in batch
@@ -173,7 +176,9 @@ def cohort_task(folder: str, part: int, batch: list[tuple[int, Any, Any]], opts:
                 if old is not None and old[0] in old_images and old[1] == key:
                     row = old_images[old[0]]
                     entry = json.loads(row["entry"])
-                    frame = old_rows.get(old[0], empty_rows(entry_grid_dims(entry)))
+                    frame = old_rows.get(old[0])
+                    if frame is None:  # an image without patches
+                        frame = empty_rows(entry_grid_dims(entry))
                     frame = frame.assign(image_id=np.int32(next_id))
                     masks, mask_mpp, grid_dict = row.get(_MASKS), row.get("mask_mpp"), None
                     reused += 1
