@@ -93,6 +93,16 @@ def empty_rows(dims: list[str]) -> pd.DataFrame:
 
 def _new_image(index: int, item: Any, opts: GridOptions, image_id: int
                ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], float | None]:
+    import dask
+
+    # one image's work runs in this task's thread: computes inside it (the
+    # tissue mask's) are synchronous, no thread pool per task thread
+    with dask.config.set(scheduler="sync"):
+        return _compute_image(index, item, opts, image_id)
+
+
+def _compute_image(index: int, item: Any, opts: GridOptions, image_id: int
+                   ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], float | None]:
     image = open_item(item, mpp=opts.mpp)
     spec = image_spec(image, opts, index=index, item=item)
     entry = source_entry(image, image_id=image_id)
