@@ -434,3 +434,45 @@ def test_grid_dashboard_without_bokeh_is_one_line(tmp_path, slide_v2):
     line = _one_error_line(out)
     assert "argument --dashboard: the dask dashboard needs bokeh" in line
     assert "zarrdask[interactive]" in line
+
+
+# -- cohorts: file lists, globs, --cohort through separate processes (issue 13) ------
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_grid_cohort_from_a_file_list_and_a_glob_on_separate_processes(tmp_path,
+                                                                       scheduler_and_worker):
+    from zarrdask.datasets import write_synthetic_slide
+
+    project = tmp_path / "project"
+    for i in range(4):
+        write_synthetic_slide(project / "data" / f"s{i}.zarr", size=256, chunk=64, levels=1,
+                              seed=i)
+    (project / "list.txt").write_text("# the first two\ndata/s0.zarr\n\ndata/s1.zarr\n")
+    out = subprocess.run([EXE, "grid", "data/s[23].zarr", "--files-from", "-", "--cohort",
+                          "--images-per-task", "3", "--patch-size", "64", "--mask", "tissue",
+                          "--scheduler", scheduler_and_worker, "--out", "cohort.parquet",
+                          "--quiet"], input=(project / "list.txt").read_text(),
+                         capture_output=True, text=True, cwd=project, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert "'images_opened': 4" in out.stdout
+    table = zd.read_table(project / "cohort.parquet")
+    names = [os.path.basename(e["name"]) for e in table.images]
+    assert names == ["s2.zarr", "s3.zarr", "s0.zarr", "s1.zarr"]
+    expected = zd.build_table([str(project / "data" / n) for n in names], patch_size=64,
+                              masks="tissue")
+    assert table.frame.equals(expected.frame) and len(table) > 0
+    # the same list from a file, built again: every image reused
+    again = _run("grid", "--files-from", "list.txt", "data/s[23].zarr", "--cohort",
+                 "--patch-size", "64", "--mask", "tissue", "--scheduler",
+                 scheduler_and_worker, "--out", "cohort.parquet", "--quiet", cwd=str(project))
+    assert again.returncode == 0, again.stderr
+    assert "'images_opened': 0, 'images_reused': 4" in again.stdout
+
+
+def test_grid_without_any_source_or_with_an_unreadable_list_is_one_line(tmp_path):
+    out = _run("grid", "--patch-size", "64", "--out", str(tmp_path / "t.parquet"), "--quiet")
+    assert "no image given" in _one_error_line(out)
+    out = _run("grid", "--files-from", str(tmp_path / "nope.txt"), "--patch-size", "64",
+               "--out", str(tmp_path / "t.parquet"), "--quiet")
+    assert "cannot read the file list" in _one_error_line(out)

@@ -51,14 +51,19 @@ def test_large_tables_become_a_dataset_folder(tmp_path, monkeypatch):
     table = _table(10)
     path = table.to_parquet(tmp_path / "big")
     assert os.path.isdir(path)
-    assert len(os.listdir(os.path.join(path, "current"))) == 3
+    names = sorted(os.listdir(os.path.join(path, "current")))
+    assert [n for n in names if n.startswith("part-")] == [f"part-{i:06d}.parquet" for i in range(3)]
+    assert {"_images", "_partitions.parquet", "_manifest.json"} <= set(names)
     back = read_table(path)
     assert back.equals(table)
-    # pandas and pyarrow read the folder itself; dask.dataframe its live version
+    # pandas and pyarrow read the folder itself (they skip "_" names);
+    # dask.dataframe the part files of its live version
     assert len(pd.read_parquet(path)) == 10
     import dask.dataframe as dd
 
-    assert len(dd.read_parquet(os.path.join(path, "current"))) == 10
+    assert len(dd.read_parquet(os.path.join(path, "current", "part-*.parquet"))) == 10
+    images = pd.read_parquet(os.path.join(path, "current", "_images"))
+    assert images["name"].tolist() == ["a"] and images["image_id"].tolist() == [0]
 
 
 def test_failed_write_leaves_nothing_that_reads_as_a_table(tmp_path, monkeypatch):

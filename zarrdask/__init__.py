@@ -38,6 +38,8 @@ from .errors import (
     ZarrdaskError,
 )
 from .grid.build import GridWarning, build_table
+from .grid.cohort import build_cohort
+from .grid.options import GridOptions
 from .image_labels import join_image_labels
 from .io import connect_s3, isconsolidated, open_image, open_pyramid
 from .masks import (
@@ -62,6 +64,8 @@ __all__ = [
     "Annotations",
     "AnnotationWarning",
     "build_table",
+    "build_cohort",
+    "GridOptions",
     "read_table",
     "PatchTable",
     "join_image_labels",

@@ -43,14 +43,18 @@ import pandas as pd
 import pyarrow as pa
 
 from .errors import TableError
-from .table_files import TableWriteError, read_parquet, write_parquet
+from .table_files import TableWriteError, read_version, write_folder, write_parquet
+from .table_layout import is_layout, read_layout, write_layout
 
 __all__ = ["PatchTable", "read_table", "TableWriteError", "META_KEY", "SCHEMA_VERSION",
-           "position_columns", "rows_digest", "absolute_location", "remap_paths"]
+           "position_columns", "rows_digest", "row_runs", "runs_digest", "digest_header",
+           "absolute_location", "remap_paths"]
 
 META_KEY = b"zarrdask"
 SCHEMA_VERSION = 1
 _DATASET_ROWS = 5_000_000  # above this, write a folder of part files
+_FILE_IMAGES = 1_000  # above this many images, too: the metadata leaves the footer
+_PART_ROWS = 1_000_000  # rows per part file of a folder table
 _ROW_GROUP = 1_000_000
 
 _DTYPES = {"image_id": np.int32, "z": np.int64, "y": np.int64, "x": np.int64,
@@ -76,19 +80,77 @@ def _json_default(obj: Any) -> Any:
     return repr(obj)
 
 
-def rows_digest(frame: pd.DataFrame) -> str:
-    """sha256 of a frame's rows: column names, numeric dtypes and values, in
-    row order (the index is ignored)."""
-    h = hashlib.sha256(f"rows:{len(frame)}".encode())
-    for name in frame.columns:
-        values = frame[name].to_numpy()
-        if values.dtype.kind in "biufcmM":
-            h.update(f"|{name}:{values.dtype.str}|".encode())
-            h.update(np.ascontiguousarray(values).tobytes())
-        else:
-            h.update(f"|{name}:object|".encode())
-            h.update(pd.util.hash_pandas_object(frame[name], index=False).to_numpy().tobytes())
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, element-wise on uint64 (wrapping)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def row_runs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The pieces :func:`rows_digest` combines: the frame's runs of rows of
+    one ``image_id`` (in row order), each with its length and two 64-bit
+    sums of its rows' hashes mixed with their position in the run.
+
+    Runs of frames that follow each other (part files of whole images)
+    concatenate into the runs of the whole table, so a table written in parts
+    by several processes gets the digest of its rows without one process
+    holding them all.
+    """
+    n = len(frame)
+    ids = (frame["image_id"].to_numpy(dtype=np.int64) if "image_id" in frame.columns
+           else np.zeros(n, dtype=np.int64))
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return {"image_id": empty, "rows": empty, "sum0": empty.astype(np.uint64),
+                "sum1": empty.astype(np.uint64)}
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1]).astype(np.int64)
+    lengths = np.diff(np.append(starts, n))
+    row_hash = pd.util.hash_pandas_object(frame, index=False).to_numpy().astype(np.uint64)
+    local = (np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        lane0 = _mix64(row_hash ^ _mix64(local))
+        lane1 = _mix64(row_hash + _mix64(local + np.uint64(0x9E3779B97F4A7C15)))
+    return {"image_id": ids[starts], "rows": lengths,
+            "sum0": np.add.reduceat(lane0, starts).astype(np.uint64),
+            "sum1": np.add.reduceat(lane1, starts).astype(np.uint64)}
+
+
+def runs_digest(header: str, runs: Sequence[Mapping[str, np.ndarray]]) -> str:
+    """sha256 of the runs of consecutive frames (:func:`row_runs`) under a
+    header naming the columns and dtypes."""
+    h = hashlib.sha256(header.encode())
+    for key in ("image_id", "rows", "sum0", "sum1"):
+        parts = [np.asarray(r[key]) for r in runs]
+        values = np.concatenate(parts) if parts else np.zeros(0)
+        h.update(f"|{key}|".encode())
+        h.update(np.ascontiguousarray(values.astype(np.uint64 if key.startswith("sum")
+                                                    else np.int64)).tobytes())
     return h.hexdigest()
+
+
+def digest_header(frame: pd.DataFrame, num_rows: int | None = None) -> str:
+    """The header :func:`rows_digest` hashes: row count, column names and dtypes."""
+    n = len(frame) if num_rows is None else num_rows
+    cols = ",".join(f"{c}:{_dtype_label(frame[c].dtype)}" for c in frame.columns)
+    return f"rows:{n}|{cols}"
+
+
+def _dtype_label(dtype: Any) -> str:
+    """A numpy numeric dtype's code; 'object' for anything else (text, and
+    pandas extension dtypes such as nullable ``Int64``, which have no code)."""
+    return dtype.str if isinstance(dtype, np.dtype) and dtype.kind in "biufcmM" else "object"
+
+
+def rows_digest(frame: pd.DataFrame) -> str:
+    """sha256 of a frame's rows: column names, dtypes and values, in row
+    order within each run of one ``image_id`` (the index is ignored);
+    composable over part files (:func:`row_runs`)."""
+    return runs_digest(digest_header(frame), [row_runs(frame)])
 
 
 def _table_hash(inputs_hash: Any, rows: str) -> str:
@@ -118,8 +180,10 @@ class PatchTable:
     """
 
     def __init__(self, frame: pd.DataFrame, meta: Mapping[str, Any], *,
-                 sources: Sequence[Any] | None = None) -> None:
-        self.meta: dict[str, Any] = json.loads(json.dumps(dict(meta), default=_json_default))
+                 sources: Sequence[Any] | None = None, _parsed: bool = False) -> None:
+        # a private copy in plain JSON types (``_parsed``: meta was just parsed from JSON)
+        self.meta: dict[str, Any] = dict(meta) if _parsed else json.loads(
+            json.dumps(dict(meta), default=_json_default))
         # tables written before zarrdask recorded inputs_hash: their hash was it
         self.meta.setdefault("inputs_hash", self.meta.get("hash"))
         self.frame = frame
@@ -263,12 +327,16 @@ class PatchTable:
     def to_parquet(self, path: str | os.PathLike, *, overwrite: bool = True) -> str:
         """Write the table to Parquet, atomically.
 
-        Tables over 5 million rows become a dataset folder of part files
-        (readable by pyarrow and pandas; by dask.dataframe through
-        ``path/current``); smaller ones a single file. Readers see the old
-        table or the new one, never a missing or partial one, also while
-        other processes replace the same path (see
-        :mod:`zarrdask.table_files`).
+        A table of at most 5 million rows and 1,000 images is a single file
+        (metadata in its footer); a larger one, or one written where a
+        folder table is, becomes a folder: patch rows in part files of whole
+        images, one row per image in ``_images.parquet`` and a small
+        ``_manifest.json`` written last (``docs/table.md``), so no footer or
+        manifest grows with the number of images. pandas and pyarrow read
+        the rows from the folder itself, dask.dataframe from
+        ``path/current``. Readers see the old table or the new one, never a
+        missing or partial one, also while other processes replace the same
+        path (see :mod:`zarrdask.table_files`).
 
         Parameters
         ----------
@@ -292,8 +360,16 @@ class PatchTable:
         """
         path = os.fspath(path)
         self._rehash()  # the frame may have been edited in place since
-        write_parquet(self._arrow(), path, part_rows=_DATASET_ROWS, row_group=_ROW_GROUP,
-                      overwrite=overwrite)
+        if (len(self.frame) <= _DATASET_ROWS and len(self.images) <= _FILE_IMAGES
+                and not os.path.isdir(path)):
+            write_parquet(self._arrow(), path, part_rows=_DATASET_ROWS, row_group=_ROW_GROUP,
+                          overwrite=overwrite)
+            return path
+        rows = pa.Table.from_pandas(self.frame, preserve_index=False)
+        part_rows = min(_PART_ROWS, _DATASET_ROWS)
+        write_folder(path, lambda folder: write_layout(folder, rows, self.meta,
+                                                       part_rows=part_rows, row_group=_ROW_GROUP),
+                     overwrite=overwrite)
         return path
 
     @classmethod
@@ -329,27 +405,45 @@ def read_table(path: str | os.PathLike, *,
         or when a ``path_map`` key matches no source.
     """
     path = os.fspath(path)
-    table = read_parquet(path)
-    meta = (table.schema.metadata or {}).get(META_KEY)
+
+    def read(location: str) -> tuple[pa.Table, Any]:
+        if os.path.isdir(location) and is_layout(location):
+            return read_layout(location, path)
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(location)
+        return table, (table.schema.metadata or {}).get(META_KEY)
+
+    table, meta = read_version(path, read)
     if meta is None:
         raise TableError(
             f"{path} is a Parquet file without zarrdask metadata, not a coordinate table; "
             "build one with zarrdask.build_table"
         )
-    try:
-        meta = json.loads(meta)
-        if not isinstance(meta, dict):
-            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
-    except ValueError as exc:
-        raise TableError(
-            f"{path} has unreadable zarrdask metadata ({exc}); rebuild the table with "
-            "zarrdask.build_table"
-        ) from exc
+    if not isinstance(meta, dict):
+        try:
+            meta = json.loads(meta)
+            if not isinstance(meta, dict):
+                raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+        except ValueError as exc:
+            raise TableError(
+                f"{path} has unreadable zarrdask metadata ({exc}); rebuild the table with "
+                "zarrdask.build_table"
+            ) from exc
     try:
         frame = table.to_pandas()
     except (pa.ArrowException, ValueError) as exc:
         raise TableError(f"{path} could not be converted to rows ({exc}); rebuild the table") from exc
-    return PatchTable(frame, meta).with_paths(path_map)
+    return PatchTable(frame, meta, _parsed=True).with_paths(path_map)
+
+
+def metadata_table(folder: Any) -> PatchTable:
+    """A table with the metadata of a partitioned folder table
+    (:class:`zarrdask.table_layout.FolderTable`) and no rows; its ``hash``
+    is not the folder table's (use ``folder.hash``)."""
+    frame = pd.DataFrame({c: np.zeros(0, dtype=_DTYPES.get(c, np.float64))
+                          for c in folder.manifest["columns"]})
+    return PatchTable(frame, folder.meta, _parsed=True)
 
 
 # -- portable sources --------------------------------------------------------

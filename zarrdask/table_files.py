@@ -41,15 +41,17 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import TableError, TableWriteError
 
-__all__ = ["TableWriteError", "write_parquet", "read_parquet", "check_writable",
-           "is_folder_table", "CURRENT"]
+__all__ = ["TableWriteError", "write_parquet", "write_folder", "read_parquet", "read_version",
+           "hold_current", "remove_old_versions",
+           "check_writable", "is_folder_table", "CURRENT"]
 
 CURRENT = "current"
 _VERSION = ".v-"
@@ -58,6 +60,7 @@ _GARBAGE = ".gc-"
 _WRITING = ".w-"
 _STALE_SECONDS = 3600  # temporary names older than this are left-overs of a crash
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
+T = TypeVar("T")
 
 
 def _flock(fd: int, *, exclusive: bool, wait: bool) -> bool:
@@ -156,8 +159,9 @@ def _write_parts(table: pa.Table, folder: str, part_rows: int, row_group: int) -
                        row_group_size=row_group)
 
 
-def _new_version(path: str, table: pa.Table, part_rows: int, row_group: int) -> None:
-    """Write a new version inside the folder table ``path`` and make it current.
+def _new_version(path: str, write: Callable[[str], None]) -> None:
+    """Write a new version inside the folder table ``path`` (``write(folder)``
+    fills it) and make it current.
 
     The version is written under a ``.w-`` name that clean-ups never touch
     (except when stale) and renamed to its ``.v-`` name while locked, so no
@@ -169,7 +173,7 @@ def _new_version(path: str, table: pa.Table, part_rows: int, row_group: int) -> 
     os.makedirs(writing)
     try:
         with _held(writing):  # the lock follows the folder through the rename
-            _write_parts(table, writing, part_rows, row_group)
+            write(writing)
             os.rename(writing, version)
             os.symlink(os.path.basename(version), link)
             os.replace(link, os.path.join(path, CURRENT))
@@ -214,7 +218,9 @@ def _current_name(path: str) -> str | None:
 
 def write_parquet(table: pa.Table, path: str, *, part_rows: int, row_group: int,
                   overwrite: bool) -> None:
-    """Write ``table`` to ``path`` atomically (see the module docs).
+    """Write ``table`` to ``path`` atomically (see the module docs): one
+    file when it has at most ``part_rows`` rows and ``path`` is not a folder
+    table, else a new version of part files.
 
     Raises
     ------
@@ -225,41 +231,63 @@ def write_parquet(table: pa.Table, path: str, *, part_rows: int, row_group: int,
         When the location cannot be written; it names ``path``, not the
         temporary name.
     """
-    exists = os.path.lexists(path)
-    if exists and not overwrite:
+    if table.num_rows > part_rows or os.path.isdir(path):
+        write_folder(path, lambda folder: _write_parts(table, folder, part_rows, row_group),
+                     overwrite=overwrite)
+        return
+    _check_target(path, overwrite)
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.tmp-{uuid.uuid4().hex}")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        try:
+            pq.write_table(table, tmp, row_group_size=row_group)
+            os.replace(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+
+
+def _check_target(path: str, overwrite: bool) -> None:
+    if os.path.lexists(path) and not overwrite:
         raise TableError(f"{path} exists; pass overwrite=True or choose another path")
     if os.path.isdir(path) and not is_folder_table(path) and os.listdir(path):
         raise _not_a_table_folder(path)
+
+
+def write_folder(path: str, write: Callable[[str], None], *, overwrite: bool) -> None:
+    """Make ``path`` a folder table whose new current version ``write(folder)``
+    fills (atomically, see the module docs).
+
+    Raises
+    ------
+    TableError, TableWriteError
+        As :func:`write_parquet`.
+    """
+    _check_target(path, overwrite)
     parent = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(os.path.abspath(path))
-    tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.tmp-{uuid.uuid4().hex}")
     try:
         os.makedirs(parent, exist_ok=True)
         if os.path.isdir(path):
-            _new_version(path, table, part_rows, row_group)
-            return
-        if table.num_rows <= part_rows:
-            try:
-                pq.write_table(table, tmp, row_group_size=row_group)
-                os.replace(tmp, path)
-            except BaseException:
-                _remove(tmp)
-                raise
-            return
-        _first_folder(table, path, tmp, part_rows, row_group)
+            _new_version(path, write)
+        else:
+            _first_folder(path, tmp, write)
     except TableError:
         raise
     except OSError as exc:
         raise _write_error(path, exc) from exc
 
 
-def _first_folder(table: pa.Table, path: str, tmp: str, part_rows: int, row_group: int) -> None:
+def _first_folder(path: str, tmp: str, write: Callable[[str], None]) -> None:
     """Create the folder table ``path`` (absent, or a single file until now)."""
     try:
         os.makedirs(tmp)
         version = f"{_VERSION}{uuid.uuid4().hex}"
         os.makedirs(os.path.join(tmp, version))
-        _write_parts(table, os.path.join(tmp, version), part_rows, row_group)
+        write(os.path.join(tmp, version))
         os.symlink(version, os.path.join(tmp, CURRENT))
         if os.path.isfile(path):
             aside = f"{tmp}.old"
@@ -275,7 +303,7 @@ def _first_folder(table: pa.Table, path: str, tmp: str, part_rows: int, row_grou
             # another writer created the folder first: add our version to it
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not is_folder_table(path):
                 raise
-            _new_version(path, table, part_rows, row_group)
+            _new_version(path, write)
     finally:
         _remove(tmp)
 
@@ -309,6 +337,19 @@ def read_parquet(path: str) -> pa.Table:
         When ``path`` is missing, is a zarr store or another folder, or is
         not a readable Parquet file (truncated, corrupt, another format).
     """
+    return read_version(path, pq.read_table)
+
+
+def read_version(path: str, read: Callable[[str], T]) -> T:
+    """``read(location)`` of the table at ``path``: the file itself, or the
+    folder table's live version, locked while ``read`` runs.
+
+    Raises
+    ------
+    TableError
+        As :func:`read_parquet`; pyarrow and OS errors of ``read`` become a
+        :class:`TableError` naming ``path``.
+    """
     if not os.path.exists(path):
         raise TableError(
             f"no coordinate table at {path}; build one with zarrdask.build_table(...)"
@@ -316,11 +357,11 @@ def read_parquet(path: str) -> pa.Table:
         )
     try:
         if not os.path.isdir(path):
-            return pq.read_table(path)
+            return read(path)
         if not os.path.lexists(os.path.join(path, CURRENT)):
             if not is_folder_table(path):
                 raise _not_a_table_folder(path)
-            return pq.read_table(path)  # the layout before versioning
+            return read(path)  # the layout before versioning
         for _ in range(1000):
             name = _current_name(path)
             version = os.path.join(path, name) if name else None
@@ -329,7 +370,7 @@ def read_parquet(path: str) -> pa.Table:
             try:
                 with _held(version):
                     if os.path.isdir(version):  # not removed while we waited for the lock
-                        return pq.read_table(version)
+                        return read(version)
             except (FileNotFoundError, NotADirectoryError):
                 pass  # replaced and removed since we read the link: read it again
         raise TableError(f"{path} has no readable current version; rebuild the table")
@@ -337,3 +378,36 @@ def read_parquet(path: str) -> pa.Table:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _corrupt(path, exc) from exc
+
+
+def hold_current(path: str) -> tuple[str, int]:
+    """The live version of the folder table ``path``, share-locked until the
+    returned descriptor is closed (for readers that read its files over a
+    long time, such as a lazy :class:`~zarrdask.PatchDataset`).
+
+    Raises
+    ------
+    TableError
+        When ``path`` has no readable current version.
+    """
+    for _ in range(1000):
+        name = _current_name(path)
+        if name is None:
+            break
+        version = os.path.join(path, name)
+        try:
+            fd = os.open(version, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        _flock(fd, exclusive=False, wait=True)
+        if os.path.isdir(version):
+            return version, fd
+        os.close(fd)
+    raise TableError(f"{path} has no readable current version; rebuild the table")
+
+
+def remove_old_versions(path: str) -> None:
+    """Remove the versions of the folder table ``path`` that are not current
+    and not in use (what every write does after its swap)."""
+    if os.path.isdir(path):
+        _collect(path)

@@ -57,14 +57,31 @@ needs_torchrun = pytest.mark.skipif(
     reason="torchrun not installed")
 
 
-def _run_two_ranks(script_text: str, slide: str, make_table, tmp_path, *args: str) -> None:
+def _run_two_ranks(script_text: str, slide: str, make_table, tmp_path, *args: str,
+                   part_rows: int | None = None) -> None:
     """Run ``script_text`` on 2 torchrun/gloo ranks over a 33-row table of
-    ``slide`` (uneven on purpose), bounded by a hard timeout."""
+    ``slide`` (uneven on purpose), bounded by a hard timeout; with
+    ``part_rows``, the table is a partitioned folder of parts of that many rows."""
     import zarrdask
 
     full = make_table([slide], patch=64, stride=64)
     table = PatchTable(full.frame.iloc[:33].reset_index(drop=True), full.meta)
-    path = table.to_parquet(tmp_path / "t33.parquet")
+    if part_rows is None:
+        path = table.to_parquet(tmp_path / "t33.parquet")
+    else:
+        import pyarrow as pa
+
+        from zarrdask.table_files import write_folder
+        from zarrdask.table_layout import write_layout
+
+        path = str(tmp_path / "t33.parquet")
+        rows = pa.Table.from_pandas(table.frame, preserve_index=False)
+        write_folder(path, lambda folder: write_layout(folder, rows, table.meta,
+                                                       part_rows=part_rows, row_group=part_rows),
+                     overwrite=True)
+        from zarrdask.table_layout import FolderTable
+
+        assert len(FolderTable(path).partitions) == -(-33 // part_rows)  # read part by part
     script = tmp_path / "rank.py"
     script.write_text(script_text)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -78,8 +95,11 @@ def _run_two_ranks(script_text: str, slide: str, make_table, tmp_path, *args: st
 
 
 @needs_torchrun
-def test_torchrun_ranks_get_equal_batches_by_default_on_uneven_data(slide3, make_table, tmp_path):
-    _run_two_ranks(_RANK_SCRIPT, slide3, make_table, tmp_path)
+@pytest.mark.parametrize("part_rows", [None, pytest.param(8, marks=pytest.mark.slow)],
+                         ids=["in-memory", "partitioned"])
+def test_torchrun_ranks_get_equal_batches_by_default_on_uneven_data(slide3, make_table, tmp_path,
+                                                                    part_rows):
+    _run_two_ranks(_RANK_SCRIPT, slide3, make_table, tmp_path, part_rows=part_rows)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     # 17 samples per rank (one patch read twice, as DistributedSampler), 8 + 9 per worker
     assert [r["batches"] for r in results] == [3, 3]

@@ -39,7 +39,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Open every source, compute tissue masks and the patch grid as one dask "
                     "graph on a LocalCluster or --scheduler, and write the coordinate table.",
         epilog=EXAMPLES)
-    p.add_argument("sources", nargs="+", help="image paths or URLs")
+    p.add_argument("sources", nargs="*",
+                   help="image paths or URLs, glob patterns ('s3://bucket/*.zarr') or folders")
+    p.add_argument("--files-from", default=None, metavar="LIST",
+                   help="read sources from LIST, one path or URL per line ('-' for standard "
+                        "input; blank lines and '#' comments skipped)")
+    p.add_argument("--cohort", action="store_true",
+                   help="build on the workers in batches into a partitioned table, reusing "
+                        "unchanged images of the table at --out (docs: Cohort scale)")
+    p.add_argument("--images-per-task", type=types.at_least(1), default=None,
+                   help="with --cohort: images per task (default: 256, fewer so that small "
+                        "cohorts still make at least 16 tasks)")
     p.add_argument("--patch-size", type=types.size_list(1), required=True,
                    help="pixels (256 or 256,256) or micrometres (128um or 64um,64um)")
     p.add_argument("--stride", type=types.size_list(1), default=None,
@@ -125,6 +135,11 @@ def check_grid_args(args: argparse.Namespace) -> None:
     check_writable(args.out)  # naming --out (a ZarrdaskError)
     from ..grid.label_files import labels_for_sources
 
+    args.sources = grid_sources(args)  # globs, folders and --files-from expanded
+    if args.cohort and args.labels:
+        raise UsageError("argument --labels: not available with --cohort yet; build labelled "
+                         "tables without --cohort (or join slide-level labels afterwards with "
+                         "zarrdask.join_image_labels)")
     args.labels = labels_for_sources(args.labels, args.sources)  # one labels source per image
     check_dashboard(args.dashboard)
     if args.on_error == "raise":
@@ -134,14 +149,49 @@ def check_grid_args(args: argparse.Namespace) -> None:
                                  "--on-error skip to go on without it)")
 
 
+def grid_sources(args: argparse.Namespace) -> list:
+    """``zarrdask grid`` sources: the arguments and the ``--files-from`` lines,
+    glob patterns and folders expanded (:mod:`zarrdask.grid.inputs`)."""
+    from ..grid.inputs import expand_sources, read_file_list
+
+    given = list(args.sources or [])
+    if args.files_from:
+        given += read_file_list(args.files_from)
+    if not given:
+        raise UsageError("no image given; pass paths, URLs or glob patterns, or "
+                         "--files-from LIST (one per line, - for standard input)")
+    return expand_sources(given, storage_options=types.storage_options(args.storage_options))
+
+
+def _tissue(args: argparse.Namespace, masks: str | None) -> dict | None:
+    mask_mpp = getattr(args, "mask_mpp", None)
+    return {"mask_scale": args.mask_scale} if masks == "tissue" and mask_mpp is None else None
+
+
+def grid_cohort(args: argparse.Namespace, sources: list, client) -> object:
+    """``build_cohort`` with the options of ``args`` (``--cohort``)."""
+    from ..grid.cohort import build_cohort
+
+    masks = args.mask if args.mask not in (None, "none") else None
+    axes = args.spatial_axes
+    return build_cohort(
+        [{"source": s, "axes": args.axes, "data_group": args.data_group, "level": args.level}
+         for s in sources], out=args.out, patch_size=_by_axis(args.patch_size, axes),
+        stride=_by_axis(args.stride, axes), pad=_by_axis(args.pad, axes), mpp=args.mpp,
+        mask_mpp=args.mask_mpp, min_area=args.min_area, masks=masks,
+        tissue_options=_tissue(args, masks), allow_incomplete_patches=args.allow_incomplete,
+        sampler=args.sampler, seed=args.seed,
+        storage_options=types.storage_options(args.storage_options), client=client,
+        images_per_task=args.images_per_task, on_error=args.on_error, progress=not args.quiet)
+
+
 def grid_table(args: argparse.Namespace, sources: list, client) -> object:
     """``build_table`` with the options of ``args`` (also used by ``demo``)."""
     from ..grid.build import build_table
 
     masks = args.mask if args.mask not in (None, "none") else None
     mask_mpp = getattr(args, "mask_mpp", None)
-    tissue = ({"mask_scale": args.mask_scale} if masks == "tissue" and mask_mpp is None
-              else None)
+    tissue = _tissue(args, masks)
     specs = [
         {"source": s, "axes": args.axes, "data_group": args.data_group, "level": args.level,
          "storage_options": types.storage_options(args.storage_options)}
@@ -165,6 +215,8 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     with Cluster(args.scheduler, args.workers, args.threads, wait_workers=args.wait_workers,
                  dashboard=args.dashboard, log=log) as client:
         ready = time.perf_counter()
+        if args.cohort:
+            return _report_cohort(args, grid_cohort(args, args.sources, client), start, ready)
         table = grid_table(args, args.sources, client)
         built = time.perf_counter()
     written = time.perf_counter()  # after the cluster closed
@@ -174,4 +226,20 @@ def _cmd_grid(args: argparse.Namespace) -> int:
                "total": done - start}
     summary = table_summary(table, out=args.out, timings=timings)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def _report_cohort(args: argparse.Namespace, table: object, start: float, ready: float) -> int:
+    """The summary of a ``--cohort`` build (a partitioned table, already written)."""
+    build = table.manifest["meta"]["build"]
+    done = time.perf_counter()
+    if args.json:
+        print(json.dumps({"out": args.out, "patches": len(table), "images": table.num_images,
+                          "build": build, "timings_s": {"cluster": ready - start,
+                                                        "build": done - ready,
+                                                        "total": done - start}},
+                         indent=2, default=str))
+    else:
+        print(f"<partitioned table: {len(table)} patches of {table.num_images} image(s), "
+              f"{build}>\nwritten to {args.out}")
     return 0

@@ -68,6 +68,7 @@ class RowColumns:
                     f"have {list(reserved)}); drop it from columns"
                 )
         self.names = names
+        self.reserved = list(reserved)
         self.values = [_column_values(frame[name], name, where) for name in names]
 
     def __len__(self) -> int:

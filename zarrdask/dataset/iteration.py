@@ -6,7 +6,7 @@ DDP and DataLoader workers (:mod:`~zarrdask.dataset.sharding`), the rows of
 that share in reading order, and the progress that ``state_dict`` saves.
 
 :class:`EpochIteration` is a mixin: it reads the state ``PatchDataset``
-sets up (``_image_id``, ``_chunk_id``, ``_sampling``, ``seed``, ``shuffle``,
+sets up (``_whole``, ``_num_rows``, ``_sampling``, ``seed``, ``shuffle``,
 ``even_shards``, ``_epochs``...).
 """
 
@@ -167,11 +167,11 @@ class EpochIteration:
         return ShardSpec(rank, world, int(info.id), int(info.num_workers))
 
     def _total(self) -> int:
-        return self._sampling["num_samples"] if self._sampling else len(self._image_id)
+        return self._sampling["num_samples"] if self._sampling else self._num_rows
 
     def _groups(self) -> ChunkGroups:
         if self._groups_cache is None:
-            self._groups_cache = group_rows(self._image_id, self._chunk_id)
+            self._groups_cache = group_rows(self._whole.image_id, self._whole.chunk_id)
         return self._groups_cache
 
     def _epoch_rows(self, shard: ShardSpec, epoch: int) -> tuple[np.ndarray, np.ndarray]:

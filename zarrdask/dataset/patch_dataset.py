@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import torch.utils.data
 
-from ..errors import DatasetError, TableError
-from ..table import PatchTable, position_columns, read_table
+from ..errors import DatasetError
+from ..table import PatchTable, metadata_table, read_table
+from ..table_layout import FolderTable
 from .boxes import (
     PAD_MODES,
     Geometry,
@@ -44,7 +45,7 @@ from .options import (
     check_sampling,
     transform_items,
 )
-from .reader import PatchReader, Runtime
+from .reader import PatchReader, RowPart, Runtime
 from .sharding import (
     ChunkGroups,
     ShardSpec,
@@ -187,12 +188,19 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         _world_size: int | None = None,
     ) -> None:
         super().__init__()
+        self._folder: FolderTable | None = None
         if isinstance(table_or_path, PatchTable):
             table = table_or_path.with_paths(path_map)
             self.table_path: str | None = None
         elif isinstance(table_or_path, str | os.PathLike):
             self.table_path = os.fspath(table_or_path)
-            table = read_table(self.table_path, path_map=path_map)
+            if (weights is None and not replacement and num_samples is None
+                    and FolderTable.applies(self.table_path)):
+                # a partitioned table: only the metadata now, parts when read
+                self._folder = FolderTable(self.table_path)
+                table = metadata_table(self._folder).with_paths(path_map)
+            else:
+                table = read_table(self.table_path, path_map=path_map)
         else:
             raise DatasetError(
                 f"table_or_path must be a PatchTable or the path of a Parquet table, not a "
@@ -212,25 +220,20 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
                                              "fsspec options such as {'anon': True}")
         transform_list = transform_items(transforms)
         self._where = self.table_path or repr(table)
-        self._hash = table.hash
+        self._hash = table.hash if self._folder is None else self._folder.hash
         self._dims = table.dims
         self._patch = [int(table.patch_size[d]) for d in self._dims]
         self._pad = [int(table.pad.get(d, 0)) for d in self._dims]
         frame = table.frame
-        self._image_id = frame["image_id"].to_numpy(dtype=np.int64)
-        self._chunk_id = frame["chunk_id"].to_numpy(dtype=np.int64)
-        self._positions = np.ascontiguousarray(
-            frame[position_columns(self._dims)].to_numpy(dtype=np.int64))
-        n_images = len(table.images)
-        if len(frame) and (self._image_id.min() < 0 or self._image_id.max() >= n_images):
-            raise TableError(
-                f"{self._where} has image_id values outside 0..{n_images - 1} (the images listed "
-                "in its metadata); the table is inconsistent, rebuild it"
-            )
+        # the rows: the whole table in memory, or (partitioned) none until read
+        self._whole = RowPart(frame, self._dims)
+        self._whole.check(len(table.images), self._where)
+        self._num_rows = len(frame) if self._folder is None else len(self._folder)
         self._entries = modality_entries(table)
         self.modalities = choose_modalities(self._entries, modalities, where=self._where)
         self._columns = RowColumns(frame, columns, [*self.modalities, "position", "image_id"],
                                    where=self._where)
+        self._whole.columns = self._columns if len(self._columns) else None
         self._sources = make_sources(table, self._entries, self.modalities, sources,
                                      self.storage_options, where=self._where)
         self._image_geo = [Geometry.from_entry(e, self._dims, where=f"image {i} in {self._where}")
@@ -249,7 +252,7 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         transformed = {m for key, _ in self._transforms for m in key}
         self._check_collatable(skip=transformed)
         self._sampling = check_sampling(frame, weights, replacement, num_samples, where=self._where)
-        self._key_stride, self._shared_keys = self._shared_image_chunks()
+        self._key_stride, self._whole.shared = self._shared_image_chunks(self._whole)
         self._forced = (_rank, _world_size) if _rank is not None or _world_size is not None else None
         if self._forced is not None:
             ShardSpec(int(_rank or 0), int(_world_size or 1))
@@ -343,7 +346,7 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
                 "cached_bytes": rt.fetcher.cache.nbytes, "modes": modes}
 
     def __repr__(self) -> str:
-        return (f"<PatchDataset {len(self._image_id)} rows, modalities {self.modalities}, "
+        return (f"<PatchDataset {self._num_rows} rows, modalities {self.modalities}, "
                 f"shuffle={self.shuffle}, next epoch {self.epoch}>")
 
     def __iter__(self) -> Iterator[Any]:

@@ -20,12 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, TableError
 from .boxes import Geometry, modality_boxes, read_level_starts, to_output_dims
 from .chunks import ChunkFetcher, box_chunks
-from .sharding import ShardSpec, shard_order
+from .columns import RowColumns
+from .sharding import (
+    ShardSpec,
+    group_rows,
+    partition_groups,
+    partition_segments,
+    shard_order,
+    shard_range,
+    shard_rows,
+)
 
-__all__ = ["PatchReader", "Runtime"]
+__all__ = ["PatchReader", "Runtime", "RowPart"]
 
 #: Rows planned ahead when chunks are prefetched on threads.
 LOOKAHEAD_ROWS = 1024
@@ -38,8 +47,8 @@ class PatchReader:
     _sources: dict[str, list[Any]]
     _runtime: Any
 
-    def _shared_image_chunks(self) -> tuple[int, np.ndarray]:
-        """Image chunks that rows of *other* chunk groups also read.
+    def _shared_image_chunks(self, part: RowPart) -> tuple[int, np.ndarray]:
+        """Image chunks that rows of *other* chunk groups of ``part`` also read.
 
         A row whose image box lies inside one chunk reads only its group's
         chunk; every chunk a straddling (or padded-at-the-border) row reads is
@@ -49,10 +58,10 @@ class PatchReader:
         sources = self._sources.get("images") or [None] * len(self._image_geo)
         grids = [src.chunk_grid if src is not None else (1,) for src in sources]
         stride = max([int(np.prod(g)) for g in grids] + [1])
-        if "images" not in self._sources or not len(self._image_id):
+        if "images" not in self._sources or not len(part.image_id):
             return stride, np.zeros(0, dtype=np.int64)
         keys = []
-        ids = self._image_id
+        ids = part.image_id
         if np.all(ids[1:] >= ids[:-1]):  # tables from build_table: contiguous slices
             cuts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1, [len(ids)]])
             selections: Iterator[Any] = (slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
@@ -65,7 +74,7 @@ class PatchReader:
             if src is None:
                 continue
             geo = self._image_geo[image_id]
-            starts = read_level_starts(self._positions[sel], self._entries["images"][image_id],
+            starts = read_level_starts(part.positions[sel], self._entries["images"][image_id],
                                        self._dims)
             lo, hi = self._full_boxes(starts, image_id, geo)
             _, simple = _single_chunk(lo, hi, geo, src.chunks)
@@ -120,6 +129,8 @@ class PatchReader:
         reading order, and the tracker that drops a chunk group's own chunk
         from the cache after its last row; None when nothing is left. Shared
         by the per-sample path (:meth:`_generate`) and the batch loader."""
+        if self._folder is not None:
+            return self._start_partitioned(shard, epoch, skip, progress)
         rows, group_pos = self._epoch_rows(shard, epoch)
         progress["length"] = len(rows)
         if skip >= len(rows):
@@ -127,11 +138,57 @@ class PatchReader:
         rt = self._runtime_here()
         blocks = shard_order(rows, group_pos, shuffle=self.shuffle, buffer=self.chunk_buffer,
                              seed=self.seed, epoch=epoch, shard=shard, skip=skip)
-        plans = self._plans((rows[b], group_pos[b]) for b in blocks)
-        # rows left per chunk group: a group's own image chunk leaves the cache
-        # with its last row unless rows of other groups read it too
-        remaining = np.bincount(group_pos - group_pos[0]) if skip == 0 else None
-        return plans, _Releaser(rt.fetcher, remaining, int(group_pos[0]), self._shared_keys)
+        part = self._whole
+        plans = self._plans((part, rows[b], group_pos[b]) for b in blocks)
+        return plans, _releaser(rt, group_pos, skip, part.shared)
+
+    def _start_partitioned(self, shard: ShardSpec, epoch: int, skip: int,
+                           progress: dict[str, Any]) -> tuple[Iterator[_RowPlan], Any] | None:
+        """:meth:`_start_epoch` of a table read part by part
+        (:class:`zarrdask.table_layout.FolderTable`): only the parts this
+        shard reads are loaded, one at a time, when their first row is
+        planned."""
+        sizes = self._folder.partitions["rows"].to_numpy()
+        start, stop = shard_range(int(sizes.sum()), shard, even_shards=self.even_shards)
+        progress["length"] = stop - start
+        if skip >= stop - start:
+            return None
+        rt = self._runtime_here()
+
+        def plans() -> Iterator[_RowPlan]:
+            done = 0
+            segments = partition_segments(sizes, start, stop, shuffle=self.shuffle,
+                                          seed=self.seed, epoch=epoch)
+            for n, (index, a, b) in enumerate(segments):
+                if done + (b - a) <= skip:
+                    done += b - a
+                    continue
+                local_skip = max(0, skip - done)
+                done += b - a
+                part = self._load_part(index)
+                groups = group_rows(part.image_id, part.chunk_id)
+                order, cum = partition_groups(groups, part=index, shuffle=self.shuffle,
+                                              seed=self.seed, epoch=epoch)
+                rows, group_pos = shard_rows(groups, order, cum, a, b)
+                releaser = _releaser(rt, group_pos, local_skip, part.shared)
+                blocks = shard_order(rows, group_pos, shuffle=self.shuffle,
+                                     buffer=self.chunk_buffer, seed=self.seed, epoch=epoch,
+                                     shard=shard, skip=local_skip, stream=(index, n))
+                for plan in self._plans((part, rows[k], group_pos[k]) for k in blocks):
+                    plan.releaser = releaser
+                    yield plan
+
+        return plans(), _PlanReleaser()
+
+    def _load_part(self, index: int) -> RowPart:
+        """One part of a partitioned table, checked, with its shared chunks."""
+        part = RowPart(self._folder.read_partition(index), self._dims)
+        part.check(len(self._image_geo), f"part {index} of {self._where}")
+        part.shared = self._shared_image_chunks(part)[1]
+        if len(self._columns):
+            part.columns = RowColumns(part.frame, self._columns.names, self._columns.reserved,
+                                      where=f"part {index} of {self._where}")
+        return part
 
     def _generate(self, shard: ShardSpec, epoch: int, skip: int,
                   progress: dict[str, Any]) -> Iterator[Any]:
@@ -195,8 +252,9 @@ class PatchReader:
             )
         return max(1, min(ahead, capacity // 2))
 
-    def _plans(self, blocks: Iterator[tuple[np.ndarray, np.ndarray]]) -> Iterator[_RowPlan]:
-        """Row plans, block by block: boxes are computed for a whole block at
+    def _plans(self, blocks: Iterator[tuple[RowPart, np.ndarray, np.ndarray]]
+               ) -> Iterator[_RowPlan]:
+        """Row plans, block by block (rows of a part and their groups): boxes are computed for a whole block at
         once; a box that lies inside one chunk and inside the array (the
         common case) is marked with that chunk's index."""
         dims = self._dims
@@ -205,9 +263,9 @@ class PatchReader:
         array_mods = [(mi, m) for mi, m in enumerate(self.modalities)
                       if any(s is not None for s in self._sources[m])]
         stride = self._key_stride
-        for block, block_groups in blocks:
-            image_ids = self._image_id[block]
-            positions = self._positions[block]
+        for part, block, block_groups in blocks:
+            image_ids = part.image_id[block]
+            positions = part.positions[block]
             n = len(block)
             starts = np.empty_like(positions)
             per_mod: dict[str, list[Any]] = {m: [None] * n for _, m in array_mods}
@@ -251,7 +309,8 @@ class PatchReader:
                         chunks_needed.extend(
                             (uid, src, c) for c in box_chunks(src, lo_k, hi_k, geo.valid_start,
                                                               geo.valid_stop, self.padding_mode))
-                yield _RowPlan(ids[k], boxes[k], reads, chunks_needed, groups[k], own[k], rows[k])
+                yield _RowPlan(ids[k], boxes[k], reads, chunks_needed, groups[k], own[k], rows[k],
+                               part.columns)
 
     def _assemble(self, plan: _RowPlan, fetcher: ChunkFetcher, *,
                   out: dict[str, np.ndarray] | None = None, row: int = 0) -> Any:
@@ -301,7 +360,7 @@ class PatchReader:
                 )
             for m, value in zip(key, result, strict=True):
                 sample[m] = value
-        extra = self._columns.sample(plan.row) if len(self._columns) else []
+        extra = plan.columns.sample(plan.row) if plan.columns is not None else []
         if self.return_tuple:
             return (*(sample[m] for m in self.modalities), *extra)
         sample["position"] = plan.position
@@ -324,14 +383,69 @@ def _write_row(dest: np.ndarray, row: int, arr: np.ndarray, modality: str) -> np
     return view
 
 
+class RowPart:
+    """The rows of a table, or of one part of a partitioned table, as the
+    reader uses them: the pandas frame and its ``image_id``, ``chunk_id``
+    and position columns as int64 arrays.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The rows (table order).
+    dims : sequence of str
+        The grid's spatial dims.
+    """
+
+    __slots__ = ("frame", "image_id", "chunk_id", "positions", "shared", "columns")
+
+    def __init__(self, frame: Any, dims: Sequence[str]) -> None:
+        from ..table import position_columns
+
+        self.frame = frame
+        self.image_id = frame["image_id"].to_numpy(dtype=np.int64)
+        self.chunk_id = frame["chunk_id"].to_numpy(dtype=np.int64)
+        self.positions = np.ascontiguousarray(frame[position_columns(dims)].to_numpy(dtype=np.int64))
+        self.shared = np.zeros(0, dtype=np.int64)
+        #: the ``columns=`` values of these rows (:class:`RowColumns`), None without
+        self.columns: RowColumns | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    def check(self, n_images: int, where: str) -> None:
+        """Raise a :class:`TableError` when an ``image_id`` names no image."""
+        if len(self) and (self.image_id.min() < 0 or self.image_id.max() >= n_images):
+            raise TableError(
+                f"{where} has image_id values outside 0..{n_images - 1} (the images listed "
+                "in its metadata); the table is inconsistent, rebuild it"
+            )
+
+
+def _releaser(rt: Runtime, group_pos: np.ndarray, skip: int, shared: np.ndarray) -> _Releaser:
+    # rows left per chunk group: a group's own image chunk leaves the cache
+    # with its last row unless rows of other groups read it too
+    remaining = np.bincount(group_pos - group_pos[0]) if skip == 0 else None
+    return _Releaser(rt.fetcher, remaining, int(group_pos[0]), shared)
+
+
+class _PlanReleaser:
+    """Hands each plan to the :class:`_Releaser` of its part."""
+
+    @staticmethod
+    def done(plan: _RowPlan) -> None:
+        plan.releaser.done(plan)
+
+
 class _RowPlan:
     """One row to read: its boxes per modality and the chunks they touch."""
 
-    __slots__ = ("image_id", "position", "reads", "chunks", "started", "group", "own", "row")
+    __slots__ = ("image_id", "position", "reads", "chunks", "started", "group", "own", "row",
+                 "columns", "releaser")
 
     def __init__(self, image_id: int, position: np.ndarray, reads: list, chunks: list,
-                 group: int, own: tuple | None, row: int) -> None:
-        self.row = row  # the table row
+                 group: int, own: tuple | None, row: int, columns: RowColumns | None) -> None:
+        self.row = row  # the row in its part's frame
+        self.columns = columns  # the part's columns= values (None: no columns asked)
         self.group = group
         self.own = own
         self.image_id = image_id
@@ -339,6 +453,7 @@ class _RowPlan:
         self.reads = reads
         self.chunks = chunks
         self.started = 0
+        self.releaser: _Releaser | None = None
 
 
 class _Releaser:

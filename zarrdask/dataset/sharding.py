@@ -44,6 +44,8 @@ __all__ = [
     "shuffled_blocks",
     "shard_order",
     "shard_length",
+    "partition_segments",
+    "partition_groups",
 ]
 
 
@@ -185,10 +187,13 @@ def epoch_groups(groups: ChunkGroups, *, shuffle: bool, seed: int, epoch: int
     """
     g = groups.num_groups
     order = _rng(seed, epoch, 1).permutation(g).astype(np.int64) if shuffle else np.arange(g, dtype=np.int64)
-    sizes = np.diff(groups.starts)[order]
-    cum = np.zeros(g + 1, dtype=np.int64)
-    np.cumsum(sizes, out=cum[1:])
-    return order, cum
+    return order, _sequence_starts(groups, order)
+
+
+def _sequence_starts(groups: ChunkGroups, order: np.ndarray) -> np.ndarray:
+    cum = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum(np.diff(groups.starts)[order], out=cum[1:])
+    return cum
 
 
 def shard_range(total: int, shard: ShardSpec, *, even_shards: bool) -> tuple[int, int]:
@@ -302,11 +307,12 @@ def shuffled_blocks(rows: np.ndarray, group_pos: np.ndarray, *, buffer: int,
 
 def shard_order(rows: np.ndarray, group_pos: np.ndarray, *, shuffle: bool, buffer: int,
                 seed: int, epoch: int, shard: ShardSpec, skip: int = 0,
-                block: int = 4096) -> Iterator[np.ndarray]:
+                block: int = 4096, stream: tuple[int, ...] = ()) -> Iterator[np.ndarray]:
     """The rows of one shard in reading order, lazily, in blocks.
 
     Sequential order without ``shuffle``; else :func:`shuffled_blocks`
-    seeded by ``(seed, epoch, rank, worker)``.
+    seeded by ``(seed, epoch, rank, worker, *stream)`` (``stream``: which
+    part of a partitioned table, see :func:`partition_segments`).
 
     Yields
     ------
@@ -314,8 +320,58 @@ def shard_order(rows: np.ndarray, group_pos: np.ndarray, *, shuffle: bool, buffe
         Positions (indices into ``rows`` and ``group_pos``) of the next rows.
     """
     if shuffle:
-        rng = _rng(seed, epoch, 2, shard.rank, shard.worker)
+        rng = _rng(seed, epoch, 2, shard.rank, shard.worker, *stream)
         yield from shuffled_blocks(rows, group_pos, buffer=buffer, rng=rng, skip=skip)
         return
     for start in range(int(skip), len(rows), block):
         yield np.arange(start, min(start + block, len(rows)), dtype=np.int64)
+
+
+def partition_segments(sizes: np.ndarray, start: int, stop: int, *, shuffle: bool, seed: int,
+                       epoch: int) -> Iterator[tuple[int, int, int]]:
+    """The parts of a partitioned table one shard reads, in sequence order.
+
+    The epoch sequence of a table stored in parts is the parts in a seeded
+    order (``shuffle``) or in table order, each part's chunk groups in turn
+    (see :func:`partition_groups`). A shard reads sequence positions
+    ``[start, stop)`` (:func:`shard_range`; past the total they wrap around).
+
+    Parameters
+    ----------
+    sizes : (P,) int array
+        Rows per part.
+    start, stop : int
+        The shard's sequence positions.
+    shuffle : bool
+        Permute the parts (seeded by ``seed`` and ``epoch``).
+
+    Yields
+    ------
+    (part, local_start, local_stop) : tuple of int
+        A part and the positions of its own sequence the shard reads.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    p = len(sizes)
+    order = _rng(seed, epoch, 3).permutation(p) if shuffle else np.arange(p)
+    cum = np.zeros(p + 1, dtype=np.int64)
+    np.cumsum(sizes[order], out=cum[1:])
+    total = int(cum[-1])
+    pos = start
+    while pos < stop and total:
+        a = pos % total
+        k = int(np.searchsorted(cum, a, side="right")) - 1
+        part = int(order[k])
+        local_a = a - int(cum[k])
+        local_b = min(int(sizes[part]), local_a + (stop - pos))
+        yield part, local_a, local_b
+        pos += local_b - local_a
+
+
+def partition_groups(groups: ChunkGroups, *, part: int, shuffle: bool, seed: int, epoch: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`epoch_groups` of one part of a partitioned table (its own
+    seeded permutation of its chunk groups)."""
+    g = groups.num_groups
+    order = (_rng(seed, epoch, 4, part).permutation(g).astype(np.int64) if shuffle
+             else np.arange(g, dtype=np.int64))
+    return order, _sequence_starts(groups, order)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -42,6 +43,8 @@ from .geometry import (
     window_coverage,
 )
 from .graph import assemble, run_tasks, task_boxes
+from .inputs import expand_sources
+from .options import GridOptions
 from .physical import (
     check_mask_mpp,
     check_same_pixels,
@@ -53,7 +56,6 @@ from .physical import (
 )
 from .sources import (
     _stat_stamp,
-    as_list,
     digest,
     fingerprint,
     item_name,
@@ -62,7 +64,7 @@ from .sources import (
     per_image,
 )
 
-__all__ = ["build_table", "GridWarning"]
+__all__ = ["build_table", "GridWarning", "GridOptions", "image_spec", "image_work", "image_rows"]
 
 
 class GridWarning(UserWarning):
@@ -155,6 +157,102 @@ def _full_image(image: xr.DataArray) -> xr.DataArray:
         if k in ("axes", "data_group", "level", "reader") and v is not None})
 
 
+def image_spec(image: xr.DataArray, opts: GridOptions, *, index: int, item: Any) -> GridSpec:
+    """The grid of one opened image: ``opts``' lengths in its pixels
+    (physical lengths converted with its scale), checked against its dims."""
+    geometry = [opts.patch_size, opts.stride, opts.pad]
+    if is_physical(*geometry):
+        geometry = [physical_to_pixels(v, name, image=image, spatial_axes=opts.spatial_axes,
+                                       mpp=opts.mpp, what=f"image {index} ({item_name(item)})")
+                    for v, name in zip(geometry, ("patch_size", "stride", "pad"), strict=True)]
+    return normalize_grid_params(
+        *geometry, min_area=opts.min_area, spatial_axes=opts.spatial_axes,
+        allow_incomplete_patches=opts.allow_incomplete_patches,
+        image_dims=[str(d) for d in image.dims], image_shape=image.shape,
+    )
+
+
+@dataclass
+class ImageWork:
+    """What computing one image's rows takes (see :func:`image_rows`).
+
+    Attributes
+    ----------
+    boxes : list of (start, stop)
+        Runs of chunks, one grid task each.
+    grid : dict
+        The other keywords of the grid task (ROI, shapes, spec, geometry,
+        mask scale and origin, image id).
+    mask : dask array or None
+        The mask in the grid's dim order.
+    mask_mpp : float or None
+        µm per pixel of a tissue mask made at ``mask_mpp``.
+    blue_noise : tuple or None
+        ``(roi_shape, spec, keywords)`` of :func:`blue_noise_starts`.
+    """
+
+    boxes: list
+    grid: dict
+    mask: Any = None
+    mask_mpp: float | None = None
+    blue_noise: tuple | None = None
+
+
+def image_work(image: xr.DataArray, entry: Mapping[str, Any], spec: GridSpec, mask_item: Any,
+               opts: GridOptions, *, index: int, item: Any, image_id: int) -> ImageWork | None:
+    """The grid tasks of one image (None, after a :class:`GridWarning`, when
+    the image is smaller than a patch); its mask is resolved (lazily)."""
+    dims = spec.dims
+    full_shape = {d: entry["shape"][d] for d in dims}
+    chunk_shape = {d: entry["chunks"][d] for d in dims}
+    roi_start = {d: entry["roi"].get(d, [0, 0])[0] for d in dims}
+    roi_stop = {d: entry["roi"].get(d, [0, full_shape[d]])[1] for d in dims}
+    roi_shape = {d: roi_stop[d] - roi_start[d] for d in dims}
+    small = [d for d in dims if roi_shape[d] < spec.patch[d]]
+    if small and not spec.allow_incomplete:
+        warnings.warn(
+            f"image {index} ({item_name(item)}) is smaller than the patch along "
+            f"{small} ({ {d: roi_shape[d] for d in small} } < { {d: spec.patch[d] for d in small} }); "
+            "it yields no patch. Use a smaller patch_size or allow_incomplete_patches=True",
+            GridWarning, stacklevel=3)
+        return None
+    geo = {k: entry[k] for k in ("scale", "origin", "scale0", "origin0")}
+    options = dict(opts.tissue_options or {})
+    tissue = isinstance(mask_item, str) and mask_item == "tissue"
+    if opts.mask_mpp is not None and tissue:
+        options["mask_scale"] = mask_scale_for(image, float(opts.mask_mpp), index, item)
+    mask = _resolve_mask(mask_item, image, item, options)
+    work = ImageWork(boxes=task_boxes(roi_start, roi_stop, chunk_shape, dims,
+                                      max(1, opts.chunks_per_task)),
+                     grid={"roi_start": roi_start, "roi_shape": roi_shape,
+                           "full_shape": full_shape, "chunk_shape": chunk_shape,
+                           "spec": spec.to_dict(), "geo": geo, "mask_scale": None,
+                           "mask_origin": None, "image_id": image_id})
+    if mask is not None:
+        if opts.mask_mpp is not None and tissue:
+            work.mask_mpp = mask_mpp_of(mask)
+        work.mask, work.grid["mask_scale"], work.grid["mask_origin"] = _mask_for_grid(
+            mask, _full_image(image), dims, full_shape, index, item)
+    if opts.blue_noise:
+        work.blue_noise = (roi_shape, spec, {"seed": opts.seed + image_id,
+                                             "allow_overlap": opts.allow_overlap})
+    return work
+
+
+def image_rows(work: ImageWork) -> list[dict[str, np.ndarray]]:
+    """Compute one image's grid tasks here, in this thread (no graph):
+    the parts :func:`zarrdask.grid.graph.assemble` orders."""
+    mask = None if work.mask is None else _mask_numpy(
+        work.mask.compute(scheduler="sync") if hasattr(work.mask, "compute") else work.mask)
+    candidates = None
+    if work.blue_noise is not None:
+        from .bluenoise import blue_noise_starts
+
+        candidates = blue_noise_starts(*work.blue_noise[:2], **work.blue_noise[2])
+    return [_grid_task(start, stop, **work.grid, mask=mask, candidates=candidates)
+            for start, stop in work.boxes]
+
+
 def build_table(
     images: Any,
     *,
@@ -182,11 +280,14 @@ def build_table(
 
     Parameters
     ----------
-    images : source or list of sources
+    images : source, list or iterable of sources, glob pattern or folder
         Paths/URLs, in-memory arrays, ``xarray.DataArray`` objects, or specs
         (mappings with ``source`` and any :func:`zarrdask.open_image`
         keyword: ``axes``, ``data_group``, ``roi``, ``level``, ``mpp``,
-        ``storage_options``).
+        ``storage_options``). Glob patterns (``"slides/*.zarr"``) and
+        folders of images are expanded
+        (:func:`zarrdask.grid.inputs.expand_sources`). For cohorts of
+        thousands of images use :func:`zarrdask.build_cohort`.
     patch_size, stride, pad : int, str, sequence or mapping
         Patch geometry in pixels of the level that is read, or in
         micrometres (``"128um"``, ``{"y": "64um", "x": "64um"}``) on images
@@ -250,7 +351,7 @@ def build_table(
         raise GridParameterError(f"sampler={sampler!r} is unknown; use 'grid' or 'blue-noise'")
     if on_error not in ("raise", "skip"):
         raise GridParameterError(f"on_error={on_error!r} is unknown; use 'raise' or 'skip'")
-    items = [_absolute_item(item) for item in as_list(images)]
+    items = [_absolute_item(item) for item in expand_sources(images)]
     if not items:
         raise GridParameterError("images is empty; pass at least one image source")
     mask_items = [m if isinstance(m, str) and m == "tissue" else _absolute_item(m)
@@ -275,20 +376,12 @@ def build_table(
         raise GridParameterError(f"none of the {len(items)} image(s) could be opened: {skipped}")
 
     physical = is_physical(patch_size, stride, pad)
-    specs = []
-    for index, item, image in opened:
-        geometry = [patch_size, stride, pad]
-        if physical:
-            geometry = [physical_to_pixels(v, name, image=image, spatial_axes=spatial_axes,
-                                           mpp=mpp, what=f"image {index} ({item_name(item)})")
-                        for v, name in zip(geometry, ("patch_size", "stride", "pad"),
-                                           strict=True)]
-        spec = normalize_grid_params(
-            *geometry, min_area=min_area, spatial_axes=spatial_axes,
-            allow_incomplete_patches=allow_incomplete_patches,
-            image_dims=[str(d) for d in image.dims], image_shape=image.shape,
-        )
-        specs.append(spec)
+    opts = GridOptions(patch_size=patch_size, stride=stride, pad=pad, mpp=mpp, mask_mpp=mask_mpp,
+                       min_area=min_area, allow_incomplete_patches=allow_incomplete_patches,
+                       sampler=sampler, seed=seed, spatial_axes=spatial_axes,
+                       allow_overlap=allow_overlap, tissue_options=tissue_options or {},
+                       chunks_per_task=chunks_per_task)
+    specs = [image_spec(image, opts, index=index, item=item) for index, item, image in opened]
     if len({s.dims for s in specs}) > 1:
         raise GridParameterError(
             "the images do not share the same spatial dims "
@@ -335,50 +428,25 @@ def build_table(
     tasks = []
     mask_mpps: list[float | None] = [None] * len(opened)
     for image_id, (index, item, image) in enumerate(opened):
-        spec = specs[image_id]
-        dims = spec.dims
-        entry = entries[image_id]
-        full_shape = {d: entry["shape"][d] for d in dims}
-        chunk_shape = {d: entry["chunks"][d] for d in dims}
-        roi_start = {d: entry["roi"].get(d, [0, 0])[0] for d in dims}
-        roi_stop = {d: entry["roi"].get(d, [0, full_shape[d]])[1] for d in dims}
-        roi_shape = {d: roi_stop[d] - roi_start[d] for d in dims}
-        small = [d for d in dims if roi_shape[d] < spec.patch[d]]
-        if small and not spec.allow_incomplete:
-            warnings.warn(
-                f"image {index} ({item_name(item)}) is smaller than the patch along "
-                f"{small} ({ {d: roi_shape[d] for d in small} } < { {d: spec.patch[d] for d in small} }); "
-                "it yields no patch. Use a smaller patch_size or allow_incomplete_patches=True",
-                GridWarning, stacklevel=2)
+        work = image_work(image, entries[image_id], specs[image_id], mask_items[index], opts,
+                          index=index, item=item, image_id=image_id)
+        if work is None:
             continue
-        geo = {k: entry[k] for k in ("scale", "origin", "scale0", "origin0")}
-        options = dict(tissue_options or {})
-        if mask_mpp is not None and mask_items[index] == "tissue":
-            options["mask_scale"] = mask_scale_for(image, float(mask_mpp), index, item)
-        mask = _resolve_mask(mask_items[index], image, item, options)
-        if mask is not None and mask_mpp is not None and mask_items[index] == "tissue":
-            mask_mpps[image_id] = mask_mpp_of(mask)
-        mask_task = mask_scale = mask_org = None
-        if mask is not None:
-            data, mask_scale, mask_org = _mask_for_grid(mask, _full_image(image), dims,
-                                                        full_shape, index, item)
-            mask_task = dask.delayed(_mask_numpy)(data, dask_key_name=f"mask-{table_hash[:16]}-{image_id}")
-        candidates = None
-        if params["sampler"] == "blue-noise":
+        mask_mpps[image_id] = work.mask_mpp
+        tag = f"{table_hash[:16]}-{image_id}"
+        mask_task = candidates = None
+        if work.mask is not None:
+            mask_task = dask.delayed(_mask_numpy)(work.mask, dask_key_name=f"mask-{tag}")
+        if work.blue_noise is not None:
             from .bluenoise import blue_noise_starts
 
-            candidates = dask.delayed(blue_noise_starts)(
-                roi_shape, spec, seed=seed + image_id, allow_overlap=allow_overlap,
-                dask_key_name=f"bluenoise-{table_hash[:16]}-{image_id}")
-        spec_dict = spec.to_dict()
-        for n, (box_start, box_stop) in enumerate(
-                task_boxes(roi_start, roi_stop, chunk_shape, dims, max(1, chunks_per_task))):
+            candidates = dask.delayed(blue_noise_starts)(*work.blue_noise[:2],
+                                                         **work.blue_noise[2],
+                                                         dask_key_name=f"bluenoise-{tag}")
+        for n, (box_start, box_stop) in enumerate(work.boxes):
             tasks.append(dask.delayed(_grid_task, pure=True)(
-                box_start, box_stop, roi_start=roi_start, roi_shape=roi_shape,
-                full_shape=full_shape, chunk_shape=chunk_shape, spec=spec_dict, geo=geo,
-                mask=mask_task, mask_scale=mask_scale, mask_origin=mask_org,
-                candidates=candidates, image_id=image_id,
-                dask_key_name=f"grid-{table_hash[:16]}-{image_id}-{n}"))
+                box_start, box_stop, **work.grid, mask=mask_task, candidates=candidates,
+                dask_key_name=f"grid-{tag}-{n}"))
 
     parts = run_tasks(tasks, client=client, progress=progress)
     frame = add_class_coverage(assemble(parts, grid.dims), entries, label_entries, grid.patch,

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import OptionError, SourceNotFoundError, UnsupportedFormatError
 from .levels import Level, SourceLevels
 from .location import protocol_of
-from .recipe import ArrayRecipe
+from .recipe import ArrayRecipe, register_opener
 from .resolution import MICROMETER
 
 __all__ = ["OPENSLIDE_EXTENSIONS", "discover_openslide", "open_openslide_array",
@@ -188,3 +188,6 @@ class OpenSlideLevelArray:
 def open_openslide_array(recipe: ArrayRecipe) -> OpenSlideLevelArray:
     """Open the level ``recipe.key`` of ``recipe.location`` with OpenSlide."""
     return OpenSlideLevelArray(_open_slide(recipe.location), int(recipe.key or 0))
+
+
+register_opener("openslide", open_openslide_array)

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import CorruptChunkError, DataGroupError, UnsupportedFormatError
 from .levels import Level, SourceLevels
 from .location import get_filesystem, protocol_of, remote_error
-from .recipe import ArrayRecipe
+from .recipe import ArrayRecipe, register_opener
 
 __all__ = ["discover_pil", "read_pil_array", "pil_extensions"]
 
@@ -224,3 +224,6 @@ def read_pil_array(recipe: ArrayRecipe) -> np.ndarray:
             "is damaged; copy or export it again"
         )
     return arr.astype(dtype, copy=False)
+
+
+register_opener("pil", read_pil_array)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import CorruptChunkError
 from .location import is_remote, redact_options, remote_error
 
-__all__ = ["ArrayRecipe", "LazyArray", "open_cached", "clear_open_cache", "recipe_of",
+__all__ = ["ArrayRecipe", "LazyArray", "open_cached", "clear_open_cache", "recipe_of", "register_opener",
            "open_facts", "remember_opened", "OPENED_KEY"]
 
 #: Key of ``DataArray.encoding`` under which :func:`zarrdask.open_image` keeps
@@ -105,26 +105,25 @@ class ArrayRecipe:
 
     def open(self) -> Any:
         """Open the array and return an object with ``shape``, ``dtype`` and
-        numpy-style ``__getitem__``."""
+        numpy-style ``__getitem__`` (through the reader registered for
+        :attr:`reader`, see :func:`register_opener`)."""
         if self.reader == "memory":
             return self.obj
-        if self.reader == "zarr":
-            from .zarr_reader import open_zarr_array
+        opener = _OPENERS.get(self.reader)
+        if opener is None:
+            raise ValueError(f"unknown reader {self.reader!r} in {self!r}")
+        return opener(self)
 
-            return open_zarr_array(self)
-        if self.reader == "tiff":
-            from .tiff_reader import open_tiff_array
 
-            return open_tiff_array(self)
-        if self.reader == "openslide":
-            from .openslide_reader import open_openslide_array
+#: ``reader name -> function(recipe) -> array``, filled by the reader modules
+#: (imported with :mod:`zarrdask.io`, the parent package of this module).
+_OPENERS: dict[str, Callable[[ArrayRecipe], Any]] = {}
 
-            return open_openslide_array(self)
-        if self.reader == "pil":
-            from .pil_reader import read_pil_array
 
-            return read_pil_array(self)
-        raise ValueError(f"unknown reader {self.reader!r} in {self!r}")
+def register_opener(reader: str, opener: Callable[[ArrayRecipe], Any]) -> None:
+    """Make :meth:`ArrayRecipe.open` open recipes of ``reader`` with ``opener``
+    (each reader module registers its own, so this module imports none)."""
+    _OPENERS[reader] = opener
 
 
 def _is_access_failure(exc: BaseException) -> bool:

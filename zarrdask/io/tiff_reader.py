@@ -44,7 +44,7 @@ from ..errors import (
 )
 from .levels import Level, SourceLevels
 from .location import get_filesystem, protocol_of, remote_error
-from .recipe import ArrayRecipe
+from .recipe import ArrayRecipe, register_opener
 from .resolution import associated_images, tiff_physical
 
 __all__ = [
@@ -459,3 +459,6 @@ def open_tiff_array(recipe: ArrayRecipe) -> TiffLevelArray:
         tif.close()
         raise
     return TiffLevelArray(tif, array)
+
+
+register_opener("tiff", open_tiff_array)

@@ -19,7 +19,7 @@ from ..errors import (
 )
 from .levels import Level, SourceLevels
 from .location import get_filesystem, is_remote, means_missing, protocol_of, remote_error
-from .recipe import ArrayRecipe
+from .recipe import ArrayRecipe, register_opener
 from .zarr_metadata import metadata_error
 
 __all__ = ["discover_zarr", "open_zarr_array", "make_store", "looks_like_zarr"]
@@ -374,3 +374,6 @@ def open_zarr_array(recipe: ArrayRecipe) -> zarr.Array:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise metadata_error(source, recipe.key, recipe.storage_options,
                               recipe.location or recipe.display, exc) from exc
+
+
+register_opener("zarr", open_zarr_array)

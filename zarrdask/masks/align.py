@@ -173,11 +173,9 @@ def _call_mask_function(func: Callable, like: xr.DataArray) -> tuple[Any, xr.Dat
     Returns what it returned and the level it was given (whose physical box
     the result spans).
     """
-    from .generators import MaskGenerator
-
     level = pyramid_levels(like)[-1]
-    if isinstance(func, MaskGenerator):
-        # zarrdataset mask generators take channels last (YXC).
+    if getattr(func, "channels_last", False):
+        # zarrdataset mask generators (MaskGenerator) take channels last (YXC).
         order = [d for d in level.dims if d in SPATIAL_DIMS] + [
             d for d in level.dims if d not in SPATIAL_DIMS]
         level = level.transpose(*order)

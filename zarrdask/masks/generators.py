@@ -28,6 +28,10 @@ class MaskGenerator:
     axes : str
     """
 
+    #: Mask functions receive the image channels last (zarrdataset's
+    #: convention); :mod:`zarrdask.masks.align` reads this flag.
+    channels_last = True
+
     def __init__(self, axes: str) -> None:
         self.axes = axes
 
