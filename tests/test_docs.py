@@ -5,6 +5,7 @@ files; and the mkdocs site builds with warnings as errors."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,4 +71,7 @@ def test_site_builds_with_warnings_as_errors(tmp_path):
     assert out.returncode == 0, out.stderr[-4000:]
     api = (tmp_path / "site" / "api" / "table" / "index.html").read_text()
     assert "Compute the coordinate table of one or many images" in api  # from the docstring
+    for page in (tmp_path / "site" / "api").rglob("*.html"):  # roles shown as code, not raw
+        text = page.read_text()
+        assert not re.search(r":(func|class|meth|mod|attr|exc):<code>", text), page
     assert (tmp_path / "site" / "tutorials" / "explore" / "index.html").exists()
