@@ -128,6 +128,20 @@ def _one_error_line(out: subprocess.CompletedProcess) -> str:
     (["--mpp", "0.5", "--level", "1"], "--level 1 and --mpp 0.5 both given"),
     (["--storage-options", "{anon: true"], "argument --storage-options: '{anon: true' is not valid JSON"),
     (["--storage-options", "\"anon\""], "argument --storage-options: '\"anon\"' is a JSON str"),
+    # options of the CLI package (issue 15)
+    (["--spatial-axes", "YX", "--patch-size", "64,64,64"],
+     "argument --patch-size: 3 values for --spatial-axes YX"),
+    (["--spatial-axes", "YX", "--stride", "64,64,64"],
+     "argument --stride: 3 values for --spatial-axes YX"),
+    (["--patch-size", "8,64,64,64"], "argument --patch-size: 4 values, more than z, y, x"),
+    (["--spatial-axes", "TZYX", "--patch-size", "1,8,64,64", "--pad", "1,2"],
+     "argument --pad: 2 values for --spatial-axes TZYX"),
+    (["--spatial-axes", "Y1"], "argument --spatial-axes: 'Y1' is not a string of distinct"),
+    (["--spatial-axes", "YY"], "argument --spatial-axes: 'YY' is not a string of distinct"),
+    (["--sampler", "random"], "argument --sampler: invalid choice: 'random'"),
+    (["--on-error", "ignore"], "argument --on-error: invalid choice: 'ignore'"),
+    (["--threads", "0"], "argument --threads: '0' is not an integer >= 1"),
+    (["--wait-workers", "soon"], "argument --wait-workers: 'soon' is not a positive number"),
 ])
 def test_grid_bad_arguments_exit_2_with_one_line(tmp_path, args, expected):
     out_path = tmp_path / "t.parquet"
@@ -340,29 +354,6 @@ def test_grid_spatial_axes_names_the_list_values(tmp_path, slide_v2):
     table = zd.read_table(out_path)
     assert table.patch_size == {"y": 256, "x": 128}
     assert len(table) == 4 * 8
-
-
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--spatial-axes", "YX", "--patch-size", "64,64,64"],
-     "argument --patch-size: 3 values for --spatial-axes YX"),
-    (["--spatial-axes", "YX", "--stride", "64,64,64"],
-     "argument --stride: 3 values for --spatial-axes YX"),
-    (["--patch-size", "8,64,64,64"], "argument --patch-size: 4 values, more than z, y, x"),
-    (["--spatial-axes", "TZYX", "--patch-size", "1,8,64,64", "--pad", "1,2"],
-     "argument --pad: 2 values for --spatial-axes TZYX"),
-    (["--spatial-axes", "Y1"], "argument --spatial-axes: 'Y1' is not a string of distinct"),
-    (["--spatial-axes", "YY"], "argument --spatial-axes: 'YY' is not a string of distinct"),
-    (["--sampler", "random"], "argument --sampler: invalid choice: 'random'"),
-    (["--on-error", "ignore"], "argument --on-error: invalid choice: 'ignore'"),
-    (["--threads", "0"], "argument --threads: '0' is not an integer >= 1"),
-    (["--wait-workers", "soon"], "argument --wait-workers: 'soon' is not a positive number"),
-])
-def test_grid_more_bad_arguments_exit_2_with_one_line(tmp_path, slide_v2, args, expected):
-    out_path = tmp_path / "t.parquet"
-    argv = ["grid", slide_v2, "--patch-size", "64", "--out", str(out_path), "--quiet", *args]
-    out = subprocess.run([EXE, *argv], capture_output=True, text=True, timeout=90)
-    assert expected in _one_error_line(out)
-    assert not out_path.exists()
 
 
 def test_grid_missing_source_is_reported_before_any_cluster(tmp_path):
