@@ -163,35 +163,38 @@ def grid_sources(args: argparse.Namespace) -> list:
     return expand_sources(given, storage_options=types.storage_options(args.storage_options))
 
 
-def _tissue(args: argparse.Namespace, masks: str | None) -> dict | None:
+def _grid_options(args: argparse.Namespace, client) -> dict:
+    """The grid and mask options of ``args`` that ``build_table`` and
+    ``build_cohort`` share (``demo`` passes a namespace without the µm options)."""
+    masks = args.mask if args.mask not in (None, "none") else None
     mask_mpp = getattr(args, "mask_mpp", None)
-    return {"mask_scale": args.mask_scale} if masks == "tissue" and mask_mpp is None else None
+    axes = getattr(args, "spatial_axes", None)
+    return dict(
+        patch_size=_by_axis(args.patch_size, axes), stride=_by_axis(args.stride, axes),
+        pad=_by_axis(args.pad, axes), mpp=getattr(args, "mpp", None), mask_mpp=mask_mpp,
+        min_area=args.min_area, masks=masks,
+        tissue_options=({"mask_scale": args.mask_scale} if masks == "tissue" and mask_mpp is None
+                        else None),
+        allow_incomplete_patches=args.allow_incomplete, sampler=args.sampler, seed=args.seed,
+        client=client, progress=not args.quiet, on_error=args.on_error,
+    )
 
 
 def grid_cohort(args: argparse.Namespace, sources: list, client) -> object:
     """``build_cohort`` with the options of ``args`` (``--cohort``)."""
     from ..grid.cohort import build_cohort
 
-    masks = args.mask if args.mask not in (None, "none") else None
-    axes = args.spatial_axes
     return build_cohort(
         [{"source": s, "axes": args.axes, "data_group": args.data_group, "level": args.level}
-         for s in sources], out=args.out, patch_size=_by_axis(args.patch_size, axes),
-        stride=_by_axis(args.stride, axes), pad=_by_axis(args.pad, axes), mpp=args.mpp,
-        mask_mpp=args.mask_mpp, min_area=args.min_area, masks=masks,
-        tissue_options=_tissue(args, masks), allow_incomplete_patches=args.allow_incomplete,
-        sampler=args.sampler, seed=args.seed,
-        storage_options=types.storage_options(args.storage_options), client=client,
-        images_per_task=args.images_per_task, on_error=args.on_error, progress=not args.quiet)
+         for s in sources], out=args.out,
+        storage_options=types.storage_options(args.storage_options),
+        images_per_task=args.images_per_task, **_grid_options(args, client))
 
 
 def grid_table(args: argparse.Namespace, sources: list, client) -> object:
     """``build_table`` with the options of ``args`` (also used by ``demo``)."""
     from ..grid.build import build_table
 
-    masks = args.mask if args.mask not in (None, "none") else None
-    mask_mpp = getattr(args, "mask_mpp", None)
-    tissue = _tissue(args, masks)
     specs = [
         {"source": s, "axes": args.axes, "data_group": args.data_group, "level": args.level,
          "storage_options": types.storage_options(args.storage_options)}
@@ -199,14 +202,8 @@ def grid_table(args: argparse.Namespace, sources: list, client) -> object:
     ]
     axes = getattr(args, "spatial_axes", None)
     extra = {"spatial_axes": axes} if axes else {}
-    return build_table(
-        specs, patch_size=_by_axis(args.patch_size, axes), stride=_by_axis(args.stride, axes),
-        pad=_by_axis(args.pad, axes), mpp=getattr(args, "mpp", None), mask_mpp=mask_mpp,
-        min_area=args.min_area, masks=masks, tissue_options=tissue,
-        allow_incomplete_patches=args.allow_incomplete, sampler=args.sampler, seed=args.seed,
-        client=client, progress=not args.quiet, on_error=args.on_error,
-        labels=getattr(args, "labels", None), **extra,
-    )
+    return build_table(specs, labels=getattr(args, "labels", None),
+                       **_grid_options(args, client), **extra)
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
