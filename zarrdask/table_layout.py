@@ -32,7 +32,8 @@ from .table_files import hold_current
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "IMAGES", "PARTITIONS", "SKIPPED",
            "is_layout", "write_layout", "read_layout", "split_meta", "join_meta",
-           "partition_cuts", "FolderTable", "image_row", "images_frame", "write_side_tables"]
+           "partition_cuts", "FolderTable", "image_row", "images_frame", "write_side_tables",
+           "entry_column", "per_image_modalities", "read_images_file", "read_image_summaries"]
 
 FORMAT = "zarrdask-table"
 FORMAT_VERSION = 2
@@ -101,8 +102,8 @@ def _parse_all(texts: list[str | None]) -> list[Any]:
     return json.loads("[" + ",".join("null" if t is None else t for t in texts) + "]")
 
 
-_SUMMARY = ("image_id", "name", "source", "reader", "dims", "shape", "level", "mpp", "scale",
-            "content_key", _ENTRY)
+_SUMMARY = ("image_id", "name", "source", "reader", "dims", "shape", "chunks", "dtype", "level",
+            "mpp", "scale", "content_key", _ENTRY)
 
 
 def image_row(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,6 +117,8 @@ def image_row(entry: Mapping[str, Any]) -> dict[str, Any]:
         "reader": _text(entry.get("reader")),
         "dims": _dumps(entry.get("dims")),
         "shape": _dumps(entry.get("shape")),
+        "chunks": _dumps(entry.get("chunks")),
+        "dtype": _text(entry.get("dtype")),
         "level": None if level is None else int(level),
         "mpp": None if mpp is None else float(mpp),
         "scale": _dumps(entry.get("scale")),
@@ -293,6 +296,46 @@ def _read_images(folder: str, image_ids: np.ndarray | None = None) -> pd.DataFra
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def entry_column(modality: str) -> str:
+    """The images-table column holding each image's entry of ``modality``."""
+    return _ENTRY if modality == "images" else _MODALITY + modality
+
+
+def per_image_modalities(manifest: Mapping[str, Any]) -> list[str]:
+    """The modalities with one entry per image in the images table,
+    ``"images"`` first."""
+    meta = manifest.get("meta") or {}
+    if "modalities" not in meta:
+        return ["images"]
+    names = list(meta.get("per_image_modalities") or [])
+    return ["images", *[n for n in names if n != "images"]]
+
+
+def _read_file(path: str, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file (without pyarrow.dataset, whose first import costs
+    about a second)."""
+    return pq.ParquetFile(path).read(columns=columns)
+
+
+def read_images_file(folder: str, k: int, columns: list[str]) -> dict[str, list[Any]]:
+    """Columns of file ``k`` of the images table of the version ``folder``,
+    as lists (a column the file lacks is all None)."""
+    names = pq.read_schema(images_file(folder, k)).names
+    table = _read_file(images_file(folder, k), [c for c in columns if c in names])
+    return {c: table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows
+            for c in columns}
+
+
+def read_image_summaries(folder: str, columns: list[str]) -> pa.Table | None:
+    """Columns of the whole images table (a pyarrow table), or None when it
+    lacks one of them (a table written by an older zarrdask)."""
+    files = sorted(os.listdir(os.path.join(folder, IMAGES)))
+    paths = [os.path.join(folder, IMAGES, f) for f in files if f.endswith(".parquet")]
+    if not paths or any(c not in pq.read_schema(paths[0]).names for c in columns):
+        return None
+    return pa.concat_tables([_read_file(p, columns) for p in paths])
+
+
 def _skipped(folder: str, manifest: Mapping[str, Any]) -> list[Any]:
     name = (manifest.get("files") or {}).get("skipped")
     if not name:
@@ -333,7 +376,7 @@ class FolderTable:
         self._pid = None
         self.version = self._hold()
         self.manifest = _read_manifest(self.version, self.path)
-        self.partitions = pq.read_table(os.path.join(self.version, PARTITIONS)).to_pandas()
+        self.partitions = _read_file(os.path.join(self.version, PARTITIONS)).to_pandas()
         self._meta: dict[str, Any] | None = None
 
     @staticmethod
@@ -393,7 +436,7 @@ class FolderTable:
             self._fd, self._pid = fd, os.getpid()
         name = self.partitions["file"].iloc[int(index)]
         try:
-            return pq.read_table(os.path.join(self.version, name), columns=columns).to_pandas()
+            return _read_file(os.path.join(self.version, name), columns).to_pandas()
         except (OSError, pa.ArrowException) as exc:
             raise TableError(
                 f"{self.path}: part {name} could not be read ({exc}); the table was damaged or "

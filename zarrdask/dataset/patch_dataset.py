@@ -33,6 +33,7 @@ from .boxes import (
     PAD_MODES,
     Geometry,
 )
+from .catalog import KEEP_IMAGES, ImageCatalog, Layout, PerImage, entry_kind
 from .columns import RowColumns
 from .epochs import EpochCounter
 from .iteration import EpochIteration, _torch_distributed  # noqa: F401  (compat imports it here)
@@ -51,17 +52,31 @@ from .sharding import (
     ShardSpec,
 )
 from .sources import (
+    catalog_of,
     check_uniform_patches,
     choose_modalities,
     default_output_dims,
-    entry_kind,
     make_sources,
-    modality_entries,
 )
 
 __all__ = ["PatchDataset"]
 
 Transform = Callable[..., Any]
+
+
+class _GeometryOf:
+    """The :class:`Geometry` of one modality of image ``i`` (None when its
+    entry is not a stored array); picklable."""
+
+    def __init__(self, catalog: ImageCatalog, modality: str, dims: list[str], where: str) -> None:
+        self.catalog, self.modality, self.dims, self.where = catalog, modality, dims, where
+
+    def __call__(self, index: int) -> Geometry | None:
+        entry = self.catalog.entry(self.modality, index)
+        if entry_kind(entry) != "array":
+            return None
+        what = f"image {index}" if self.modality == "images" else f"{self.modality} entry of image {index}"
+        return Geometry.from_entry(entry, self.dims, where=f"{what} in {self.where}")
 
 
 class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset):
@@ -196,9 +211,10 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
             self.table_path = os.fspath(table_or_path)
             if (weights is None and not replacement and num_samples is None
                     and FolderTable.applies(self.table_path)):
-                # a partitioned table: only the metadata now, parts when read
+                # a partitioned table: the table-level metadata now; rows and
+                # image entries when they are read
                 self._folder = FolderTable(self.table_path)
-                table = metadata_table(self._folder).with_paths(path_map)
+                table = metadata_table(self._folder)
             else:
                 table = read_table(self.table_path, path_map=path_map)
         else:
@@ -225,24 +241,29 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         self._patch = [int(table.patch_size[d]) for d in self._dims]
         self._pad = [int(table.pad.get(d, 0)) for d in self._dims]
         frame = table.frame
+        # the per-image entries: in memory, or (partitioned) parsed when read
+        self._catalog = catalog_of(table, self._folder, path_map)
+        n_images = self._catalog.n
         # the rows: the whole table in memory, or (partitioned) none until read
         self._whole = RowPart(frame, self._dims)
-        self._whole.check(len(table.images), self._where)
+        self._whole.check(n_images, self._where)
         self._num_rows = len(frame) if self._folder is None else len(self._folder)
-        self._entries = modality_entries(table)
-        self.modalities = choose_modalities(self._entries, modalities, where=self._where)
+        self._entries = {m: self._catalog.entries(m) for m in self._catalog.names}
+        self._layouts = {m: self._catalog.layouts(m, self._dims) for m in self._catalog.names}
+        self.modalities = choose_modalities(self._catalog, self._layouts, modalities,
+                                            where=self._where)
         self._columns = RowColumns(frame, columns, [*self.modalities, "position", "image_id"],
                                    where=self._where)
         self._whole.columns = self._columns if len(self._columns) else None
-        self._sources = make_sources(table, self._entries, self.modalities, sources,
-                                     self.storage_options, where=self._where)
-        self._image_geo = [Geometry.from_entry(e, self._dims, where=f"image {i} in {self._where}")
-                           for i, e in enumerate(self._entries["images"])]
+        self._sources = make_sources(self._catalog, self.modalities, sources,
+                                     self.storage_options, where=self._where,
+                                     table_sources=table.sources if self._folder is None else None)
+        keep = KEEP_IMAGES if self._folder is not None else None
+        self._image_geo = PerImage(n_images, _GeometryOf(self._catalog, "images", self._dims,
+                                                         self._where), keep=keep)
         self._geometry = {
             m: self._image_geo if m == "images" else
-            [Geometry.from_entry(e, self._dims, where=f"{m} entry of image {i} in {self._where}")
-             if entry_kind(e) == "array" else None
-             for i, e in enumerate(self._entries[m])]
+            PerImage(n_images, _GeometryOf(self._catalog, m, self._dims, self._where), keep=keep)
             for m in self.modalities
         }
         self._output_dims = self._resolve_output_dims(output_dims)
@@ -252,7 +273,7 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         transformed = {m for key, _ in self._transforms for m in key}
         self._check_collatable(skip=transformed)
         self._sampling = check_sampling(frame, weights, replacement, num_samples, where=self._where)
-        self._key_stride, self._whole.shared = self._shared_image_chunks(self._whole)
+        self._whole.shared = self._shared_image_chunks(self._whole)
         self._forced = (_rank, _world_size) if _rank is not None or _world_size is not None else None
         if self._forced is not None:
             ShardSpec(int(_rank or 0), int(_world_size or 1))
@@ -264,6 +285,11 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         self._runtime: Runtime | None = None
         self._groups_cache: ChunkGroups | None = None
 
+    def _arrays(self, modality: str) -> list[Layout]:
+        """The layouts of ``modality`` that are stored arrays (one
+        representative image each)."""
+        return [lay for lay in self._layouts[modality] if lay.kind == "array"]
+
     def _resolve_output_dims(self, output_dims: Any) -> dict[str, tuple[str, ...]]:
         """Per modality, the dims its samples come out with: ``output_dims``
         where given, else the canonical channel-first order of the union of
@@ -274,7 +300,8 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         given = check_output_dims(output_dims, self.modalities)
         out = {}
         for m in self.modalities:
-            dims = given.get(m) or default_output_dims(self._geometry[m])
+            dims = given.get(m) or default_output_dims(
+                [self._geometry[m][lay.index] for lay in self._arrays(m)])
             if dims is not None:
                 out[m] = dims
         return out
@@ -282,27 +309,25 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
     def _check_collatable(self, *, skip: set[str]) -> None:
         """Fail now, not in collate, when a modality's patches differ in
         dtype or shape between images (modalities with a transform are left
-        to it)."""
-        names = [str(e.get("name", "?")) for e in self._entries["images"]]
+        to it). One image of each distinct layout is checked."""
         zero = np.zeros((1, len(self._dims)), dtype=np.int64)
         for m in self.modalities:
             if m in skip:
                 continue
-            dtypes, shapes, read = [], [], 0
-            for i, geo in enumerate(self._geometry[m]):
-                if geo is None or self._sources[m][i] is None:
-                    dtypes.append(None)
-                    shapes.append(None)
-                    continue
+            dtypes, shapes, names = [], [], []
+            for lay in self._arrays(m):
+                i = lay.index
+                geo, src = self._geometry[m][i], self._sources[m][i]
                 lo, hi = self._full_boxes(zero, i, geo)
                 size = dict(zip(geo.dims, (hi - lo)[0].tolist(), strict=True))
                 out_dims = self._output_dims.get(m) or geo.dims  # "stored": its own order
-                read += 1
-                dtypes.append(self._sources[m][i].dtype)
+                dtypes.append(src.dtype)
                 shapes.append(tuple(int(size.get(d, 1)) for d in out_dims))
-            if read:
+                more = f" and {lay.count - 1} more like it" if lay.count > 1 else ""
+                names.append(f"{self._catalog.image_name(i)}{more}")
+            if dtypes:
                 check_uniform_patches(m, dtypes, shapes, self._output_dims.get(m), names,
-                                      where=self._where)
+                                      where=self._where, indices=[lay.index for lay in self._arrays(m)])
 
     # -- public API -------------------------------------------------------------------
     @property
@@ -338,7 +363,7 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         """Chunk reading statistics of this process: chunks decoded, cache
         use, and how each opened source is read (``direct``, ``zarr``...)."""
         rt = self._runtime
-        modes = {src.name: src.mode for items in self._sources.values() for src in items
+        modes = {src.name: src.mode for items in self._sources.values() for src in items.built()
                  if src is not None and src.mode is not None}
         if rt is None or rt.pid != os.getpid():
             return {"decoded": 0, "cached_chunks": 0, "cached_bytes": 0, "modes": modes}

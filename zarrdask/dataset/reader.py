@@ -38,6 +38,9 @@ __all__ = ["PatchReader", "Runtime", "RowPart"]
 
 #: Rows planned ahead when chunks are prefetched on threads.
 LOOKAHEAD_ROWS = 1024
+#: Image chunks are keyed ``image_id * CHUNK_KEY_STRIDE + linear chunk
+#: index`` (chunk grids of up to 2**40 chunks, 2**23 images in int64).
+CHUNK_KEY_STRIDE = 2**40
 
 
 class PatchReader:
@@ -47,19 +50,18 @@ class PatchReader:
     _sources: dict[str, list[Any]]
     _runtime: Any
 
-    def _shared_image_chunks(self, part: RowPart) -> tuple[int, np.ndarray]:
+    def _shared_image_chunks(self, part: RowPart) -> np.ndarray:
         """Image chunks that rows of *other* chunk groups of ``part`` also read.
 
         A row whose image box lies inside one chunk reads only its group's
         chunk; every chunk a straddling (or padded-at-the-border) row reads is
-        listed here, as ``image_id * stride + linear chunk index`` (sorted).
-        Other chunks can leave the cache as soon as their group is read.
+        listed here, as ``image_id * CHUNK_KEY_STRIDE + linear chunk index``
+        (sorted). Other chunks can leave the cache as soon as their group is read.
         """
-        sources = self._sources.get("images") or [None] * len(self._image_geo)
-        grids = [src.chunk_grid if src is not None else (1,) for src in sources]
-        stride = max([int(np.prod(g)) for g in grids] + [1])
         if "images" not in self._sources or not len(part.image_id):
-            return stride, np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int64)
+        sources = self._sources["images"]
+        stride = CHUNK_KEY_STRIDE
         keys = []
         ids = part.image_id
         if np.all(ids[1:] >= ids[:-1]):  # tables from build_table: contiguous slices
@@ -92,10 +94,9 @@ class PatchReader:
                 offset = np.arange(len(rep)) - np.repeat(np.cumsum(span) - span, span)
                 idx, first, last = idx[rep].copy(), first[rep], last[rep]
                 idx[:, d] = first[:, d] + offset
-            linear = np.ravel_multi_index(tuple(idx.T), grids[image_id])
+            linear = np.ravel_multi_index(tuple(idx.T), src.chunk_grid)
             keys.append(np.unique(image_id * stride + linear))
-        shared = np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
-        return stride, shared
+        return np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
 
     def _full_boxes(self, starts: np.ndarray, image_id: int, geo: Geometry
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +117,7 @@ class PatchReader:
         if rt is None or rt.pid != os.getpid():
             if rt is not None:  # inherited through fork: handles and threads are not ours
                 for items in self._sources.values():
-                    for src in items:
+                    for src in items.built():
                         if src is not None:
                             src.reset()
             rt = Runtime(self.cache_bytes, self.read_threads)
@@ -184,7 +185,7 @@ class PatchReader:
         """One part of a partitioned table, checked, with its shared chunks."""
         part = RowPart(self._folder.read_partition(index), self._dims)
         part.check(len(self._image_geo), f"part {index} of {self._where}")
-        part.shared = self._shared_image_chunks(part)[1]
+        part.shared = self._shared_image_chunks(part)
         if len(self._columns):
             part.columns = RowColumns(part.frame, self._columns.names, self._columns.reserved,
                                       where=f"part {index} of {self._where}")
@@ -225,7 +226,7 @@ class PatchReader:
         """Whether chunks are fetched ahead on the fetcher's threads (remote
         sources with ``read_threads > 0``)."""
         return rt.fetcher.pool is not None and any(
-            src is not None and src.remote for items in self._sources.values() for src in items)
+            lay.remote for m in self.modalities for lay in self._layouts[m])
 
     @staticmethod
     def _prefetch_plan(plan: _RowPlan, fetcher: ChunkFetcher) -> None:
@@ -237,9 +238,10 @@ class PatchReader:
         if self.read_threads == 0:
             return 0
         ahead = max(2, 2 * self.read_threads)
+        representatives = (self._sources[m][lay.index] for m in self.modalities
+                           for lay in self._layouts[m] if lay.kind == "array")
         chunk_bytes = max((int(np.prod(s.chunks)) * s.dtype.itemsize
-                           for items in self._sources.values() for s in items if s is not None),
-                          default=1)
+                           for s in representatives if s is not None), default=1)
         capacity = self.cache_bytes // max(1, chunk_bytes)
         need = ahead + (self.chunk_buffer if self.shuffle else 1) + 1
         if capacity < need and not rt.warned:
@@ -261,8 +263,8 @@ class PatchReader:
         nd = len(dims)
         patch = np.asarray(self._patch, dtype=np.int64)
         array_mods = [(mi, m) for mi, m in enumerate(self.modalities)
-                      if any(s is not None for s in self._sources[m])]
-        stride = self._key_stride
+                      if any(lay.kind == "array" for lay in self._layouts[m])]
+        stride = CHUNK_KEY_STRIDE
         for part, block, block_groups in blocks:
             image_ids = part.image_id[block]
             positions = part.positions[block]

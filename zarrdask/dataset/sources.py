@@ -22,12 +22,22 @@ import numpy as np
 
 from ..errors import DatasetError, TableError
 from ..io.recipe import ArrayRecipe, recipe_of
+from .catalog import (
+    KEEP_IMAGES,
+    EagerCatalog,
+    FolderCatalog,
+    ImageCatalog,
+    Layout,
+    PerImage,
+    entry_kind,
+)
 from .chunks import ArraySource
 from .options import check_names
 
 __all__ = [
     "CANONICAL_DIMS",
     "entry_kind",
+    "catalog_of",
     "modality_entries",
     "choose_modalities",
     "make_sources",
@@ -78,17 +88,6 @@ def _in_memory_object(obj: Any) -> Any:
     return obj
 
 
-def entry_kind(entry: Any) -> str:
-    """``"none"``, ``"weak"`` (a per-image value), ``"array"`` or ``"other"``."""
-    if entry is None:
-        return "none"
-    if isinstance(entry, Mapping) and "weak" in entry:
-        return "weak"
-    if isinstance(entry, Mapping) and "dims" in entry and "shape" in entry:
-        return "array"
-    return "other"
-
-
 def modality_entries(table: Any) -> dict[str, list[Any]]:
     """``{modality: one entry per image}`` of a table."""
     mods = dict(table.meta.get("modalities") or {})
@@ -106,71 +105,108 @@ def modality_entries(table: Any) -> dict[str, list[Any]]:
     return out
 
 
-def choose_modalities(entries: Mapping[str, list[Any]], modalities: Any, *, where: str
-                      ) -> list[str]:
-    """The modalities to read: ``modalities``, checked, or the default."""
+def choose_modalities(catalog: ImageCatalog, layouts: Mapping[str, list[Layout]], modalities: Any,
+                      *, where: str) -> list[str]:
+    """The modalities to read: ``modalities``, checked, or the default.
+
+    ``layouts``: the distinct layouts of every modality of ``catalog``
+    (:meth:`ImageCatalog.layouts`)."""
     if modalities is None:
         chosen = ["images"]
-        for name, items in entries.items():
+        for name in catalog.names:
             if name in ("images", "masks"):
                 continue
-            if items and all(entry_kind(e) in ("array", "weak") for e in items):
+            kinds = {lay.kind for lay in layouts[name]}
+            if kinds and kinds <= {"array", "weak"}:
                 chosen.append(name)
         return chosen
     chosen = check_names("modalities", modalities, "modality", "['images', 'labels']")
     for name in chosen:
-        if name not in entries:
+        if name not in catalog.names:
             raise DatasetError(
                 f"modalities asks for {name!r} but {where} has only "
-                f"{sorted(entries)}; build the table with that modality (e.g. labels=...) or "
-                "drop it from modalities"
+                f"{sorted(catalog.names)}; build the table with that modality (e.g. labels=...) "
+                "or drop it from modalities"
             )
-        for i, e in enumerate(entries[name]):
-            kind = entry_kind(e)
-            if kind in ("array", "weak"):
+        for lay in layouts[name]:
+            if lay.kind in ("array", "weak"):
                 continue
-            what = "none" if kind == "none" else f"{e!r} (computed, not stored)"
+            e = catalog.entry(name, lay.index)
+            what = "none" if lay.kind == "none" else f"{e!r} (computed, not stored)"
+            more = f" (and {lay.count - 1} more images)" if lay.count > 1 else ""
             raise DatasetError(
-                f"modality {name!r} of image {i} in {where} is {what}, so it cannot be "
-                f"read; drop {name!r} from modalities or rebuild the table with a stored "
+                f"modality {name!r} of image {lay.index}{more} in {where} is {what}, so it cannot "
+                f"be read; drop {name!r} from modalities or rebuild the table with a stored "
                 f"{name} source for every image"
             )
     return chosen
 
 
-def make_sources(table: Any, entries: Mapping[str, list[Any]], modalities: Sequence[str],
-                 sources: Any, storage_options: Mapping[str, Any] | None, *, where: str
-                 ) -> dict[str, list[ArraySource | None]]:
-    """One :class:`ArraySource` per stored entry of each modality (None for
-    weak entries)."""
+def catalog_of(table: Any, folder: Any = None, path_map: Mapping[str, str] | None = None
+               ) -> ImageCatalog:
+    """The catalog of a table: lazy over a partitioned ``folder``
+    (:class:`~zarrdask.table_layout.FolderTable`), else over the table's
+    entries in memory."""
+    if folder is None:
+        return EagerCatalog(modality_entries(table))
+    from ..table import PathRemap
+
+    remap = PathRemap(path_map) if path_map else None
+    catalog = FolderCatalog(folder, remap=remap)
+    if remap is not None:
+        remap.check_roots(folder)
+    return catalog
+
+
+def make_sources(catalog: ImageCatalog, modalities: Sequence[str], sources: Any,
+                 storage_options: Mapping[str, Any] | None, *, where: str,
+                 table_sources: Sequence[Any] | None = None) -> dict[str, PerImage]:
+    """Per modality, a lazy sequence of one :class:`ArraySource` per image
+    (None for entries that are not stored arrays), built when first read.
+
+    ``table_sources``: the in-memory objects a table holds per image (None
+    where it holds none)."""
+    n = catalog.n
+    default = list(table_sources) if table_sources is not None else None
     if sources is None:
-        given: dict[str, list[Any]] = {"images": list(table.sources)}
+        given: dict[str, list[Any] | None] = {"images": default}
     elif isinstance(sources, Mapping):
         given = {str(k): list(v) for k, v in sources.items()}
-        given.setdefault("images", list(table.sources))
+        given.setdefault("images", default)
     elif isinstance(sources, Sequence) and not isinstance(sources, str):
         given = {"images": list(sources)}
     else:
         raise DatasetError(f"sources={sources!r} must be a sequence (one object per image) or "
                            "a mapping {modality: sequence}")
-    n = len(table.images)
     for name, objs in given.items():
-        if len(objs) != n:
+        if objs is not None and len(objs) != n:
             raise DatasetError(
                 f"sources for {name!r} has {len(objs)} entries but {where} lists {n} "
                 "images; pass one per image (None where the table can reopen it)"
             )
-    out: dict[str, list[ArraySource | None]] = {}
-    for name in modalities:
-        items: list[ArraySource | None] = []
-        for i, entry in enumerate(entries[name]):
-            if entry_kind(entry) != "array":
-                items.append(None)
-                continue
-            obj = given.get(name, [None] * n)[i]
-            items.append(_source(name, i, entry, obj, storage_options, where=where))
-        out[name] = items
-    return out
+    keep = KEEP_IMAGES if isinstance(catalog, FolderCatalog) else None
+    objs_of = {name: objs for name, objs in given.items()
+               if objs is not None and any(o is not None for o in objs)}
+    return {name: PerImage(n, _SourceBuilder(catalog, name, objs_of.get(name), storage_options,
+                                             where), keep=keep)
+            for name in modalities}
+
+
+class _SourceBuilder:
+    """Builds the :class:`ArraySource` of one modality of image ``i``
+    (picklable: DataLoader workers receive it)."""
+
+    def __init__(self, catalog: ImageCatalog, name: str, objs: list[Any] | None,
+                 storage_options: Mapping[str, Any] | None, where: str) -> None:
+        self.catalog, self.name, self.objs = catalog, name, objs
+        self.storage_options, self.where = storage_options, where
+
+    def __call__(self, index: int) -> ArraySource | None:
+        entry = self.catalog.entry(self.name, index)
+        if entry_kind(entry) != "array":
+            return None
+        obj = self.objs[index] if self.objs is not None else None
+        return _source(self.name, index, entry, obj, self.storage_options, where=self.where)
 
 
 def _source(name: str, index: int, entry: Mapping[str, Any], obj: Any,
@@ -229,44 +265,48 @@ def default_output_dims(geometries: Sequence[Any]) -> tuple[str, ...] | None:
         d for d in CANONICAL_DIMS if d in seen)
 
 
-def _describe(indices: list[int], names: list[str]) -> str:
-    shown = ", ".join(f"{i} ({names[i]})" for i in indices[:3])
-    more = f" and {len(indices) - 3} more" if len(indices) > 3 else ""
-    return f"image{'s' if len(indices) > 1 else ''} {shown}{more}"
+def _describe(items: list[int], names: list[str], indices: Sequence[int]) -> str:
+    shown = ", ".join(f"{indices[k]} ({names[k]})" for k in items[:3])
+    more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+    return f"image{'s' if len(items) > 1 else ''} {shown}{more}"
 
 
 def check_uniform_patches(modality: str, dtypes: Sequence[str | None],
                           shapes: Sequence[tuple[int, ...] | None], dims: Sequence[str] | None,
-                          names: list[str], *, where: str) -> None:
+                          names: list[str], *, where: str, indices: Sequence[int] | None = None
+                          ) -> None:
     """Raise when the patches of ``modality`` would not collate: their dtypes
     or their shapes (in output ``dims``) differ between images.
 
     Parameters
     ----------
-    dtypes, shapes : sequences, one item per image
+    dtypes, shapes, names : sequences, one item per image checked
         None for images without a stored array of that modality.
     dims : sequence of str or None
         The output dims of the shapes; None when each is in its array's
         stored order (``output_dims="stored"``).
+    indices : sequence of int, optional
+        The image index of each item (default: its position).
     """
+    indices = list(range(len(dtypes))) if indices is None else list(indices)
     by_dtype: dict[str, list[int]] = {}
     by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, (dtype, shape) in enumerate(zip(dtypes, shapes, strict=True)):
+    for k, (dtype, shape) in enumerate(zip(dtypes, shapes, strict=True)):
         if dtype is None or shape is None:
             continue
-        by_dtype.setdefault(str(np.dtype(dtype)), []).append(i)
-        by_shape.setdefault(tuple(shape), []).append(i)
+        by_dtype.setdefault(str(np.dtype(dtype)), []).append(k)
+        by_shape.setdefault(tuple(shape), []).append(k)
     fix = (f"pass transforms={{{modality!r}: fn}} where fn makes them uniform (e.g. "
            "torchvision.transforms.v2.ToDtype(torch.float32, scale=True), or a channel "
            "selection), or build one table per kind of image")
     if len(by_dtype) > 1:
-        kinds = "; ".join(f"{dt} for {_describe(ix, names)}" for dt, ix in by_dtype.items())
+        kinds = "; ".join(f"{dt} for {_describe(ix, names, indices)}" for dt, ix in by_dtype.items())
         raise DatasetError(
             f"the {modality} of {where} mix dtypes ({kinds}): their batches cannot be stacked; "
             f"{fix}"
         )
     if len(by_shape) > 1:
-        kinds = "; ".join(f"{s} for {_describe(ix, names)}" for s, ix in by_shape.items())
+        kinds = "; ".join(f"{s} for {_describe(ix, names, indices)}" for s, ix in by_shape.items())
         if dims is None:
             raise DatasetError(
                 f"the {modality} of {where} have different patch shapes in their stored dim "
