@@ -12,8 +12,10 @@ of N slides costs N folders of links, not N copies.
 Measured per cohort size N, each in a fresh process: the client's CPU time
 and peak RSS (the client process only, not the workers) and the wall time of
 ``build_cohort``; the incremental rebuild after adding 1 % new slides; the
-time to open the table (manifest + images table) and to get a first batch
-from ``PatchDataset``; and, for N <= ``--legacy-max``, the same build with
+time to open the table (manifest + images table, entries not parsed), to
+get a first batch from ``PatchDataset`` (and that process's peak RSS), and
+to parse every image's entry (``FolderTable.meta``, what ``read_table``
+needs); and, for N <= ``--legacy-max``, the same build with
 ``build_table`` (client-side opens) for comparison. Then the main-process
 peak RSS of ``PatchDataset`` reading 2,000 samples of partitioned tables of
 ``--rows`` rows. Prints one JSON line per measurement, then a summary.
@@ -127,12 +129,18 @@ import zarrdask as zd
 import torch
 RESULT = {{}}
 t0 = time.perf_counter()
-t = FolderTable({out!r}); t.meta
+t = FolderTable({out!r}); images = t.images()
 RESULT['open_s'] = time.perf_counter() - t0
+RESULT['images'] = len(images)
+del images
 t0 = time.perf_counter()
 ds = zd.PatchDataset({out!r}, shuffle=True)
 batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=64)))
 RESULT['first_batch_s'] = time.perf_counter() - t0
+RESULT['first_batch_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+t.meta
+RESULT['parse_every_entry_s'] = time.perf_counter() - t0
 t0 = time.perf_counter()
 zd.read_table({out!r})
 RESULT['read_table_s'] = time.perf_counter() - t0
@@ -292,6 +300,8 @@ def summary(records: list[dict]) -> dict:
         "incremental_ratio": {r["n"]: round(r["ratio"], 3) for r in incs},
         "open_s": {r["n"]: round(r["open_s"], 3) for r in reads},
         "first_batch_s": {r["n"]: round(r["first_batch_s"], 3) for r in reads},
+        "first_batch_rss_mb": {r["n"]: round(r["first_batch_rss_mb"], 1) for r in reads},
+        "parse_every_entry_s": {r["n"]: round(r["parse_every_entry_s"], 3) for r in reads},
         "dataset_main_rss_mb": {r["rows"]: round(r["main_rss_mb"], 1) for r in rss},
         "dataset_worker_peak_rss_mb": {r["rows"]: round(r["worker_peak_rss_mb"], 1) for r in rss},
     }

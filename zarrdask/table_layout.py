@@ -417,6 +417,20 @@ class FolderTable:
     def hash(self) -> str:
         return str(self.manifest.get("hash"))
 
+    def images(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """The images table: one row per image, its summary columns and its
+        entries as JSON text (nothing parsed).
+
+        Parameters
+        ----------
+        columns : list of str, optional
+            Only these columns.
+        """
+        files = sorted(f for f in os.listdir(os.path.join(self.version, IMAGES))
+                       if f.endswith(".parquet"))
+        tables = [_read_file(os.path.join(self.version, IMAGES, f), columns) for f in files]
+        return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame()
+
     @property
     def meta(self) -> dict[str, Any]:
         """The full metadata (the images table parsed once, on first use)."""

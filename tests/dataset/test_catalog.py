@@ -50,7 +50,12 @@ def small_parts(monkeypatch):
 @pytest.fixture
 def cohort_path(tmp_path, slide2, make_table, small_parts):
     path = _cohort(make_table([slide2], patch=64), N_IMAGES).to_parquet(tmp_path / "c.parquet")
-    assert FolderTable.applies(path) and FolderTable(path).num_images == N_IMAGES
+    folder = FolderTable(path)
+    assert FolderTable.applies(path) and folder.num_images == N_IMAGES
+    images = folder.images(["image_id", "dtype", "chunks"])
+    assert images["image_id"].tolist() == list(range(N_IMAGES))
+    assert set(images["dtype"]) == {"uint8"} and set(images["chunks"]) == {
+        '{"c":3,"y":256,"x":256}'}
     return path
 
 
