@@ -25,6 +25,7 @@ representative image. Images that share a layout need no check of their own.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -139,6 +140,23 @@ def _groups(table: Any, keys: list[str]) -> tuple[list[dict[str, Any]], list[tup
     return rows, weights
 
 
+class _ForkSafeLock:
+    """A lock that a forked child (a DataLoader worker) replaces by a fresh
+    one, so a lock held by a thread of the parent at the fork cannot hang it."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        if self._pid != os.getpid():
+            self._pid, self._lock = os.getpid(), threading.Lock()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.release()
+
+
 class PerImage(Sequence):
     """A sequence of per-image values built on first access.
 
@@ -159,7 +177,7 @@ class PerImage(Sequence):
         self.build = build
         self.keep = keep
         self._values: OrderedDict[int, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = _ForkSafeLock()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"n": self.n, "build": self.build, "keep": self.keep}
@@ -300,7 +318,7 @@ class FolderCatalog(ImageCatalog):
         self._init_caches()
 
     def _init_caches(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _ForkSafeLock()
         self._files: OrderedDict[int, dict[str, list[Any]]] = OrderedDict()
         self._parsed: OrderedDict[tuple[str, int], Any] = OrderedDict()
 
