@@ -333,7 +333,7 @@ def read_image_summaries(folder: str, columns: list[str]) -> pa.Table | None:
     paths = [os.path.join(folder, IMAGES, f) for f in files if f.endswith(".parquet")]
     if not paths or any(c not in pq.read_schema(paths[0]).names for c in columns):
         return None
-    return pa.concat_tables([_read_file(p, columns) for p in paths])
+    return pa.concat_tables([_read_file(p, columns) for p in paths], promote_options="default")
 
 
 def _skipped(folder: str, manifest: Mapping[str, Any]) -> list[Any]:
@@ -429,7 +429,7 @@ class FolderTable:
         files = sorted(f for f in os.listdir(os.path.join(self.version, IMAGES))
                        if f.endswith(".parquet"))
         tables = [_read_file(os.path.join(self.version, IMAGES, f), columns) for f in files]
-        return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame()
+        return pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame()
 
     @property
     def meta(self) -> dict[str, Any]:

@@ -9,11 +9,13 @@ import os
 import pickle
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch.utils.data
 
 import zarrdask.table as table_mod
+import zarrdask.table_layout as table_layout
 from zarrdask.dataset import PatchDataset, PatchLoader
 from zarrdask.dataset.catalog import PerImage
 from zarrdask.errors import DatasetError, TableError
@@ -44,7 +46,9 @@ def _cohort(table: PatchTable, n: int, *, odd: dict | None = None) -> PatchTable
 
 @pytest.fixture
 def small_parts(monkeypatch):
+    """Parts of 400 rows (100 images), images files of 512 images."""
     monkeypatch.setattr(table_mod, "_PART_ROWS", 400)
+    monkeypatch.setattr(table_layout, "IMAGES_PER_FILE", 512)
 
 
 @pytest.fixture
@@ -116,6 +120,24 @@ def test_an_odd_image_deep_in_the_table_fails_at_construction(
         _drop_summary_columns(path)
     with pytest.raises(DatasetError, match=message):
         PatchDataset(path)
+
+
+def test_images_files_with_an_all_null_column_read_together(cohort_path):
+    """An images file whose modality column has no value may store it as
+    Arrow's null type; the files still read as one table."""
+    folder = os.path.join(os.path.realpath(os.path.join(cohort_path, CURRENT)), IMAGES)
+    files = [os.path.join(folder, f) for f in sorted(os.listdir(folder))]
+    assert len(files) == 3
+    for path, kind in zip(files, [pa.null(), pa.string(), pa.null()], strict=True):
+        table = pq.read_table(path)
+        column = table.column_names.index("modality.labels")
+        pq.write_table(table.set_column(column, "modality.labels",
+                                        pa.nulls(table.num_rows, type=kind)), path)
+        assert pq.read_schema(path).field("modality.labels").type == kind
+    images = FolderTable(cohort_path).images(["image_id", "modality.labels"])
+    assert len(images) == N_IMAGES and images["modality.labels"].isna().all()
+    ds = PatchDataset(cohort_path)
+    assert ds.modalities == ["images"] and len(ds) == 4 * N_IMAGES
 
 
 def test_path_map_moves_lazy_entries_and_checks_its_roots(cohort_path, slide2, tmp_path):
