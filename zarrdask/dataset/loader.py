@@ -199,16 +199,20 @@ class PatchLoader(torch.utils.data.IterableDataset):
             samples: list[Any] = [None] * len(batch_plans)
             out: dict[str, np.ndarray] | None = None
             deferred = []
+            previous = None  # the chunks of the previous row, when ready (often the same)
             for row, plan in enumerate(batch_plans):
                 ready = True
-                for uid, src, idx in plan.chunks:
-                    ready = fetcher.decode_unless_pending(uid, src, idx) and ready
+                if plan.chunks != previous:
+                    for uid, src, idx in plan.chunks:
+                        ready = fetcher.decode_unless_pending(uid, src, idx) and ready
+                    previous = plan.chunks if ready else None
                 if not ready or (out is None and row):
                     deferred.append(row)
                     continue
                 out = assemble(batch_plans, row, samples, out)
             for row in deferred:
                 out = assemble(batch_plans, row, samples, out)
+            releaser.done_many(batch_plans)
             batch = collate_samples(samples, tuples=tuples, names=names, stacked=out)
             return _pinned(batch) if pin else batch
 
@@ -224,7 +228,6 @@ class PatchLoader(torch.utils.data.IterableDataset):
                     dest[0] = fields[m]
             else:
                 samples[row] = ds._assemble(plan, fetcher, out=out, row=row)
-            releaser.done(plan)
             return out
 
         pool = ThreadPoolExecutor(threads, thread_name_prefix=THREAD_PREFIX)

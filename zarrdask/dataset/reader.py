@@ -449,6 +449,11 @@ class _PlanReleaser:
     def done(plan: _RowPlan) -> None:
         plan.releaser.done(plan)
 
+    @staticmethod
+    def done_many(plans: Sequence[_RowPlan]) -> None:
+        for plan in plans:
+            plan.releaser.done(plan)
+
 
 class _RowPlan:
     """One row to read: its boxes per modality and the chunks they touch."""
@@ -486,14 +491,21 @@ class _Releaser:
 
     def done(self, plan: _RowPlan) -> None:
         """Record that ``plan``'s row has been assembled."""
-        if self._remaining is None or plan.own is None:
+        self.done_many((plan,))
+
+    def done_many(self, plans: Sequence[_RowPlan]) -> None:
+        """Record that the rows of ``plans`` have been assembled."""
+        if self._remaining is None:
             return
-        g = plan.group - self._first
+        last = []
         with self._lock:
-            self._remaining[g] -= 1
-            last = self._remaining[g] == 0
-        if last:
-            uid, idx, key = plan.own
+            for plan in plans:
+                if plan.own is not None:
+                    g = plan.group - self._first
+                    self._remaining[g] -= 1
+                    if self._remaining[g] == 0:
+                        last.append(plan.own)
+        for uid, idx, key in last:
             pos = np.searchsorted(self._shared, key)
             if pos == len(self._shared) or self._shared[pos] != key:
                 self._fetcher.release(uid, idx)
