@@ -627,6 +627,9 @@ def fast_path_run(ns: argparse.Namespace, path: str, table: Any, per_chunk: int,
     sys.path.insert(0, HERE)
     import loader_fast_path
 
+    # the machine's load, at the start and the end: ratios of a loaded run are not
+    # those of a quiet one (2-thread figures need two free cores)
+    loader_fast_path.emit("load_avg_start", load=[round(x, 2) for x in os.getloadavg()])
     limit, ready = [], []
     for _ in range(ns.repeat):
         limit.append(measure_limit(path, ns.workers, ns.passes) * per_chunk)
@@ -660,6 +663,7 @@ def fast_path_run(ns: argparse.Namespace, path: str, table: Any, per_chunk: int,
         except Exception as exc:  # reported, the rest of the run stands
             results["zarrdataset_error"] = str(exc)
             print(f"zarrdataset 0.2.2 not measured: {exc}", file=sys.stderr)
+    loader_fast_path.emit("load_avg_end", load=[round(x, 2) for x in os.getloadavg()])
     rows = loader_fast_path.summary(fast, combined_bound=bound, peers=peers)
     results["fast_path_ratios"] = {name: value for name, value, _ in rows}
     loader_fast_path.print_summary(rows)

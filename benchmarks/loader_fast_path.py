@@ -8,7 +8,9 @@ machine hits every figure alike:
   release the GIL), as
   patch-equivalents/s: the reference of the in-process path;
 * ``patch_loader_sequential`` / ``patch_loader_shuffled``: ``PatchLoader``
-  with ``threads`` threads, batches of ``batch``;
+  with ``threads`` threads, batches of ``batch`` (with the garbage
+  collector's pauses in the benchmark process meanwhile: ``gc_seconds``,
+  ``gc_full`` full collections);
 * ``dataset_workers``: ``PatchDataset`` in ``DataLoader(num_workers=w,
   batch_size=batch)`` (per-sample collate in the workers);
 * ``loader_in_workers``: ``PatchLoader(threads=1)`` in ``DataLoader(
@@ -24,6 +26,7 @@ ratios and their targets.
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -63,18 +66,34 @@ def raw_thread_decode(path: str, threads: int, passes: int, per_chunk: int) -> f
 
 def iterate_batches(batches: Any) -> dict[str, float]:
     """Patches/s over one pass of an iterable of batches (steady rate after
-    the first batch, and overall)."""
+    the first batch, and overall), and the garbage collector's pauses in
+    this process meanwhile (full collections hold the GIL: every thread
+    waits)."""
     from bench_loader import batch_len
 
-    t0 = time.perf_counter()
-    it = iter(batches)
-    n = first = batch_len(next(it))
-    t1 = time.perf_counter()
-    for b in it:
-        n += batch_len(b)
-    t2 = time.perf_counter()
+    pauses = {"seconds": 0.0, "full": 0, "start": 0.0}
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            pauses["start"] = time.perf_counter()
+            return
+        pauses["seconds"] += time.perf_counter() - pauses["start"]
+        pauses["full"] += info["generation"] == 2
+
+    gc.callbacks.append(on_gc)
+    try:
+        t0 = time.perf_counter()
+        it = iter(batches)
+        n = first = batch_len(next(it))
+        t1 = time.perf_counter()
+        for b in it:
+            n += batch_len(b)
+        t2 = time.perf_counter()
+    finally:
+        gc.callbacks.remove(on_gc)
     return {"patches": n, "seconds": t2 - t0, "rate": n / (t2 - t0),
-            "steady_rate": (n - first) / max(t2 - t1, 1e-9)}
+            "steady_rate": (n - first) / max(t2 - t1, 1e-9),
+            "gc_seconds": round(pauses["seconds"], 4), "gc_full": pauses["full"]}
 
 
 class _XbatcherPatches(torch.utils.data.Dataset):
@@ -181,11 +200,12 @@ def measure(path: str, table: Any, *, ns: Any, per_chunk: int, large_table: Any 
              round=round_)
         keep("raw_threads_1", raw_thread_decode(path, 1, ns.passes, per_chunk), round=round_)
         seq = iterate_batches(PatchLoader(table, batch_size=batch, threads=threads))
-        keep("patch_loader_sequential", seq["steady_rate"], round=round_, threads=threads)
+        keep("patch_loader_sequential", seq["steady_rate"], round=round_, threads=threads,
+             gc_seconds=seq["gc_seconds"], gc_full=seq["gc_full"])
         shuf = iterate_batches(PatchLoader(table, batch_size=batch, threads=threads, shuffle=True,
                                            chunk_buffer=ns.chunk_buffer))
         keep("patch_loader_shuffled", shuf["steady_rate"], round=round_,
-             chunk_buffer=ns.chunk_buffer)
+             chunk_buffer=ns.chunk_buffer, gc_seconds=shuf["gc_seconds"], gc_full=shuf["gc_full"])
         per_sample = iterate_batches(torch.utils.data.DataLoader(
             PatchDataset(table), batch_size=batch, num_workers=workers))
         keep("dataset_workers", per_sample["steady_rate"], round=round_, workers=workers)

@@ -340,3 +340,26 @@ def test_remote_chunks_are_fetched_ahead_of_the_batches_in_flight(s3_server, s3_
     assert loader.read_stats()["decoded"] >= 8
     it.close()
     assert loader_threads() == []
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_plan_blocks_do_not_change_the_batches(two_slides, shuffle, monkeypatch):
+    """Rows are planned in small blocks (their objects die young, no full GC
+    sweeps); the block size must not show in the output."""
+    from zarrdask.dataset import reader
+
+    opts = dict(batch_size=5, threads=2, shuffle=shuffle, seed=4, chunk_buffer=3)
+    whole = list(PatchLoader(two_slides, **opts))
+    monkeypatch.setattr(reader, "PLAN_BLOCK_ROWS", 3)
+    _assert_same_batches(PatchLoader(two_slides, **opts), whole)
+    assert len(two_slides) > 3 * 2  # several blocks, split across batches
+
+
+def test_split_blocks_keeps_rows_and_groups_in_order():
+    from zarrdask.dataset.reader import _split_blocks
+
+    rows, groups = np.arange(10), np.arange(10) // 4
+    parts = list(_split_blocks(iter([("a", rows[:7], groups[:7]), ("b", rows[7:], groups[7:])]), 3))
+    assert [(p, r.tolist(), g.tolist()) for p, r, g in parts] == [
+        ("a", [0, 1, 2], [0, 0, 0]), ("a", [3, 4, 5], [0, 1, 1]), ("a", [6], [1]),
+        ("b", [7, 8, 9], [1, 2, 2])]

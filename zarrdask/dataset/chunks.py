@@ -360,20 +360,30 @@ class ChunkFetcher:
             self._inflight[key] = self.pool.submit(self._load, key, source, idx)
         return True
 
-    def decode_unless_pending(self, uid: Any, source: ArraySource, idx: tuple[int, ...]) -> None:
+    def decode_unless_pending(self, uid: Any, source: ArraySource, idx: tuple[int, ...]) -> bool:
         """Decode a chunk in this thread now, unless it is cached or another
         thread is already decoding it (then return at once, without waiting):
         threads that need the same chunks spread their decodes instead of
-        waiting for each other in turn."""
+        waiting for each other in turn.
+
+        Returns
+        -------
+        bool
+            False when another thread is decoding the chunk (reading it now
+            would wait), True when it is cached or was decoded here.
+        """
         key = (uid, idx)
         if key in self.cache:
-            return
+            return True
         with self._lock:
-            if key in self._inflight or key in self.cache:
-                return
+            if key in self._inflight:
+                return False
+            if key in self.cache:
+                return True
             mine: Future = Future()
             self._inflight[key] = mine
         self._decode_owned(mine, key, source, idx)
+        return True
 
     def _decode_owned(self, mine: Future, key: Any, source: ArraySource,
                       idx: tuple[int, ...]) -> np.ndarray:

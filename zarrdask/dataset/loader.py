@@ -191,26 +191,44 @@ class PatchLoader(torch.utils.data.IterableDataset):
         direct = [m for m in ds.modalities if m not in transformed]
 
         def build(batch_plans: list[Any]) -> Any:
-            # decode the batch's chunks that no other thread is decoding, then
-            # assemble (waiting for the others); the first sample fixes each
-            # untransformed modality's batch array, the others are cropped
-            # straight into it
-            for plan in batch_plans:
-                for uid, src, idx in plan.chunks:
-                    fetcher.decode_unless_pending(uid, src, idx)
-            first = ds._assemble(batch_plans[0], fetcher)
-            releaser.done(batch_plans[0])
-            fields = dict(zip(names, first, strict=True)) if tuples else first
-            out = {m: np.empty((len(batch_plans), *fields[m].shape), dtype=fields[m].dtype)
-                   for m in direct if _stackable(fields[m])}
-            for m, dest in out.items():
-                dest[0] = fields[m]
-            samples = [first]
-            for row, plan in enumerate(batch_plans[1:], start=1):
-                samples.append(ds._assemble(plan, fetcher, out=out, row=row))
-                releaser.done(plan)
+            # rows in order: decode the row's chunks that no other thread is
+            # decoding, then crop the row at once, while its chunk is still in
+            # this core's cache; a row whose chunk another thread is decoding
+            # waits until the end. Row 0 fixes each untransformed modality's
+            # batch array, the others are cropped straight into it.
+            samples: list[Any] = [None] * len(batch_plans)
+            out: dict[str, np.ndarray] | None = None
+            deferred = []
+            previous = None  # the chunks of the previous row, when ready (often the same)
+            for row, plan in enumerate(batch_plans):
+                ready = True
+                if plan.chunks != previous:
+                    for uid, src, idx in plan.chunks:
+                        ready = fetcher.decode_unless_pending(uid, src, idx) and ready
+                    previous = plan.chunks if ready else None
+                if not ready or (out is None and row):
+                    deferred.append(row)
+                    continue
+                out = assemble(batch_plans, row, samples, out)
+            for row in deferred:
+                out = assemble(batch_plans, row, samples, out)
+            releaser.done_many(batch_plans)
             batch = collate_samples(samples, tuples=tuples, names=names, stacked=out)
             return _pinned(batch) if pin else batch
+
+        def assemble(batch_plans: list[Any], row: int, samples: list[Any],
+                     out: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+            plan = batch_plans[row]
+            if out is None:  # row 0: allocate the batch arrays
+                first = samples[0] = ds._assemble(plan, fetcher)
+                fields = dict(zip(names, first, strict=True)) if tuples else first
+                out = {m: np.empty((len(batch_plans), *fields[m].shape), dtype=fields[m].dtype)
+                       for m in direct if _stackable(fields[m])}
+                for m, dest in out.items():
+                    dest[0] = fields[m]
+            else:
+                samples[row] = ds._assemble(plan, fetcher, out=out, row=row)
+            return out
 
         pool = ThreadPoolExecutor(threads, thread_name_prefix=THREAD_PREFIX)
         # remote sources: rows are planned, and their chunks fetched, ahead of
