@@ -33,8 +33,9 @@ from ..errors import GridParameterError, ZarrdaskError
 from ..io.location import protocol_of
 from ..table import digest_header, runs_digest
 from ..table_files import check_writable, remove_old_versions, write_folder
-from ..table_layout import FolderTable, images_frame, write_side_tables
+from ..table_layout import FolderTable, write_side_tables
 from .build import GridWarning, _absolute_item, _tissue_params
+from .cohort_images import merge_images, merge_plan, remove_batches
 from .cohort_task import cohort_task, empty_rows, item_token, shift_part
 from .graph import run_tasks
 from .inputs import expand_sources
@@ -51,9 +52,9 @@ def _with_options(item: Any, storage_options: Mapping[str, Any] | None) -> Any:
     return item
 
 
-def _previous(out: str) -> tuple[FolderTable | None, dict[str, tuple[int, str]]]:
+def _previous(out: str) -> tuple[FolderTable | None, dict[str, int]]:
     """The table at ``out`` (held while the new one is written) and, per
-    input item, its image id and content key there."""
+    input item, its image id there (the tasks compare its content key)."""
     try:
         previous = FolderTable(out) if FolderTable.applies(out) else None
     except ZarrdaskError:
@@ -64,8 +65,9 @@ def _previous(out: str) -> tuple[FolderTable | None, dict[str, tuple[int, str]]]
     if "item" not in pq.read_schema(sorted(
             os.path.join(folder, n) for n in os.listdir(folder))[0]).names:
         return previous, {}
-    frame = pq.read_table(folder, columns=["image_id", "item", "content_key"]).to_pandas()
-    return previous, {item: (int(i), key) for i, item, key in frame.itertuples(index=False)}
+    table = pq.read_table(folder, columns=["image_id", "item"])
+    return previous, dict(zip(table.column("item").to_pylist(),
+                              table.column("image_id").to_pylist(), strict=True))
 
 
 def build_cohort(
@@ -157,12 +159,14 @@ def build_cohort(
     out = os.path.abspath(os.fspath(out))
     check_writable(out)
     previous, known = _previous(out)
-    info = None if previous is None else {"version": previous.version}
+    info = None if previous is None else {"version": previous.version,
+                                          "columns": previous.manifest.get("columns")}
     batches = []
     for part, start in enumerate(range(0, len(items), images_per_task)):
         batch = [(i, items[i], known.get(item_token(items[i])))
                  for i in range(start, min(start + images_per_task, len(items)))]
         batches.append((part, batch, start))
+    del known
     result: dict[str, Any] = {}
 
     def write(folder: str) -> None:
@@ -171,8 +175,9 @@ def build_cohort(
                                                        on_error, dask_key_name=f"cohort-{tag}-{part}")
                  for part, batch, start in batches]
         summaries = run_tasks(tasks, client=client, progress=progress)
+        del tasks
         _renumber(folder, summaries, client=client)
-        result.update(_finish(folder, summaries, opts, previous, items))
+        result.update(_finish(folder, summaries, opts, previous, len(items)))
 
     try:
         write_folder(out, write, overwrite=True)
@@ -186,39 +191,42 @@ def build_cohort(
 
 
 def _renumber(folder: str, summaries: list[dict[str, Any]], *, client: Any) -> None:
-    """Make image ids dense after skipped images: batches after a skip are
-    renumbered (their part files rewritten, on the workers)."""
+    """Make image ids dense after skipped images: the part files of batches
+    after a skip are renumbered, and the images table is merged from the
+    batch files with the same shifts (on the workers)."""
     import dask
 
     offset, shifts = 0, []
     for s in summaries:
-        delta = offset - s["first_id"]
-        if delta:
-            shifts.append((s, delta))
-            for record in s["records"]:
-                record["image_id"] += delta
-                entry = json.loads(record["entry"])
-                entry["image_id"] = record["image_id"]
-                record["entry"] = json.dumps(entry, separators=(",", ":"))
+        s["delta"] = offset - s["first_id"]
+        if s["delta"]:
+            shifts.append(s)
             for key in ("image_min", "image_max"):
                 if s["part"][key] >= 0:
-                    s["part"][key] += delta
+                    s["part"][key] += s["delta"]
         offset += s["count"]
-    if shifts:
-        tasks = [dask.delayed(shift_part, pure=False)(folder, s["part"]["file"], delta)
-                 for s, delta in shifts]
-        for (s, _), runs in zip(shifts, run_tasks(tasks, client=client, progress=False),
-                                strict=True):
-            s["runs"] = runs
+    tag = hashlib.sha256(folder.encode()).hexdigest()[:16]
+    tasks = [dask.delayed(shift_part, pure=False)(folder, s["part"]["file"], s["delta"],
+                                                  dask_key_name=f"shift-{tag}-{n}")
+             for n, s in enumerate(shifts)]
+    plan = merge_plan([s["count"] for s in summaries], [s["delta"] for s in summaries])
+    tasks += [dask.delayed(merge_images, pure=False)(folder, k, parts, lo, hi,
+                                                     dask_key_name=f"images-{tag}-{k}")
+              for k, parts, lo, hi in plan]
+    done = run_tasks(tasks, client=client, progress=False)
+    for s, runs in zip(shifts, done, strict=False):
+        s["runs"] = runs
+    remove_batches(folder)
 
 
 def _finish(folder: str, summaries: list[dict[str, Any]], opts: GridOptions,
-            previous: FolderTable | None, items: list[Any]) -> dict[str, Any]:
-    """Check the grids agree, then write the side tables and the manifest."""
-    records = [r for s in summaries for r in s["records"]]
+            previous: FolderTable | None, n_items: int) -> dict[str, Any]:
+    """Check the grids agree, then write the partitions and skipped tables
+    and the manifest (the part files and the images table are written)."""
     skipped = [k for s in summaries for k in s["skipped"]]
-    if not records:
-        raise GridParameterError(f"none of the {len(items)} image(s) could be opened: "
+    n_images = sum(s["count"] for s in summaries)
+    if not n_images:
+        raise GridParameterError(f"none of the {n_items} image(s) could be opened: "
                                  f"{skipped[:5]}")
     grids = {g for s in summaries for g in s["grids"]}
     if grids and previous is not None and any(s["reused"] for s in summaries):
@@ -243,8 +251,10 @@ def _finish(folder: str, summaries: list[dict[str, Any]], opts: GridOptions,
     rows_hash = runs_digest(digest_header(template, num_rows=first_row),
                             [s["runs"] for s in summaries])
     keys = hashlib.sha256(opts.key().encode())
-    for record in records:
-        keys.update(f"|{record['content_key']}".encode())
+    for s in summaries:
+        blob = s["keys"]
+        for start in range(0, len(blob), 32):
+            keys.update(f"|{blob[start:start + 32].hex()}".encode())
     for skip in skipped:
         keys.update(f"|skipped:{skip['source']}".encode())
     inputs_hash = keys.hexdigest()
@@ -266,8 +276,7 @@ def _finish(folder: str, summaries: list[dict[str, Any]], opts: GridOptions,
         "built_rows_hash": rows_hash,
         "hash": table_hash,
         "build": {"images_opened": opened, "images_reused": reused, "skipped": len(skipped),
-                  "images_per_task": max(len(s["records"]) + len(s["skipped"])
-                                         for s in summaries)},
+                  "images_per_task": max(s["count"] + len(s["skipped"]) for s in summaries)},
     }
     if opts.mask_mpp is not None:
         table_meta["mask_mpp"] = {"asked": opts.mask_mpp}
@@ -279,7 +288,6 @@ def _finish(folder: str, summaries: list[dict[str, Any]], opts: GridOptions,
             table_meta["physical"] = {"patch_size": jsonable(opts.patch_size),
                                       "stride": jsonable(opts.stride),
                                       "pad": jsonable(opts.pad), "mpp": opts.mpp}
-    images = images_frame({k: [r[k] for r in records] for k in records[0]})
-    write_side_tables(folder, table_meta, images, skipped, parts, num_rows=first_row,
+    write_side_tables(folder, table_meta, n_images, skipped, parts, num_rows=first_row,
                       columns=columns, table_hash=table_hash)
     return {"warnings": [n for s in summaries for n in s["warnings"]]}
