@@ -70,6 +70,38 @@ def _previous(out: str) -> tuple[FolderTable | None, dict[str, int]]:
                               table.column("image_id").to_pylist(), strict=True))
 
 
+def _cuts(old_ids: list[int | None], images_per_task: int | None,
+          previous: FolderTable | None) -> list[tuple[int, int]]:
+    """The batches: ``(start, stop)`` input positions of each task.
+
+    With ``images_per_task`` given, runs of that many images. By default,
+    up to 256 images per task, fewer for small cohorts so that there are at
+    least 16 tasks (a previous table's task size is kept when close, so
+    unchanged batches keep their part files); new images (not in the
+    previous table) are spread over at least 16 tasks too, so that the
+    1 % new slides of a rebuild do not all land in one task.
+    """
+    n = len(old_ids)
+    if images_per_task is not None:
+        return [(a, min(a + images_per_task, n)) for a in range(0, n, images_per_task)]
+    per_task = min(256, -(-n // 16))
+    before = ((previous.manifest["meta"].get("build") or {}).get("images_per_task")
+              if previous is not None else None)
+    if isinstance(before, int) and per_task // 2 <= before <= 256:
+        per_task = before
+    new = sum(1 for i in old_ids if i is None)
+    new_per_task = max(1, min(per_task, -(-new // 16)))
+    cuts, start, fresh = [], 0, 0
+    for i, old in enumerate(old_ids):
+        fresh += old is None
+        if i + 1 - start >= per_task or fresh >= new_per_task:
+            cuts.append((start, i + 1))
+            start, fresh = i + 1, 0
+    if start < n:
+        cuts.append((start, n))
+    return cuts
+
+
 def build_cohort(
     images: Any,
     *,
@@ -122,7 +154,8 @@ def build_cohort(
         Run the tasks on this cluster; default: local threads.
     images_per_task : int, optional
         Images per task (and per part file). Default: 256, or fewer for
-        small cohorts so that there are at least 16 tasks.
+        small cohorts so that there are at least 16 tasks; images new since
+        the previous table are spread over at least 16 tasks as well.
     on_error : {"raise", "skip"}
         An image that cannot be opened: raise naming it, or skip it (listed
         in ``meta["skipped"]``).
@@ -154,19 +187,17 @@ def build_cohort(
              for i in expand_sources(images, storage_options=storage_options)]
     if not items:
         raise GridParameterError("images is empty; pass at least one image source")
-    if images_per_task is None:
-        images_per_task = min(256, -(-len(items) // 16))
     out = os.path.abspath(os.fspath(out))
     check_writable(out)
     previous, known = _previous(out)
     info = None if previous is None else {"version": previous.version,
                                           "columns": previous.manifest.get("columns")}
-    batches = []
-    for part, start in enumerate(range(0, len(items), images_per_task)):
-        batch = [(i, items[i], known.get(item_token(items[i])))
-                 for i in range(start, min(start + images_per_task, len(items)))]
-        batches.append((part, batch, start))
+    old_ids = [known.get(item_token(item)) for item in items]
     del known
+    batches = [(part, [(i, items[i], old_ids[i]) for i in range(start, stop)], start)
+               for part, (start, stop) in enumerate(
+                   _cuts(old_ids, images_per_task, previous))]
+    del old_ids
     result: dict[str, Any] = {}
 
     def write(folder: str) -> None:
