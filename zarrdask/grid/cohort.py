@@ -34,12 +34,13 @@ from ..io.location import protocol_of
 from ..table import digest_header, runs_digest
 from ..table_files import check_writable, remove_old_versions, write_folder
 from ..table_layout import FolderTable, write_side_tables
-from .build import GridWarning, _absolute_item, _tissue_params
 from .cohort_images import merge_images, merge_plan, remove_batches
 from .cohort_task import cohort_task, empty_rows, item_token, shift_part
 from .graph import run_tasks
+from .image_task import GridWarning
 from .inputs import expand_sources
 from .options import GridOptions
+from .plan import _absolute_item, _tissue_params
 
 __all__ = ["build_cohort"]
 

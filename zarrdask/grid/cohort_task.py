@@ -25,9 +25,9 @@ from ..io.location import get_filesystem, protocol_of, redact_options
 from ..io.recipe import open_facts
 from ..table import _DTYPES, position_columns, row_runs, source_entry
 from ..table_layout import PARTITIONS, image_row
-from .build import GridWarning, image_rows, image_spec, image_work
 from .cohort_images import read_images_rows, write_atomic, write_batch_images
 from .graph import assemble
+from .image_task import GridWarning, image_rows, image_spec, image_work
 from .options import GridOptions
 from .sources import _stat_stamp, _walk_stamp, digest, item_name, open_item
 
