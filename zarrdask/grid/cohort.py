@@ -1,20 +1,22 @@
 """``build_cohort``: the coordinate table of a whole cohort, built on the
 workers and written as a partitioned folder table, incrementally.
 
-Plan (client): expand the inputs (:mod:`zarrdask.grid.inputs`), cut them
-into batches of ``images_per_task`` images, look up what the previous table
-at ``out`` holds (input item and content key per image). Per batch (one
-task on a worker, :func:`zarrdask.grid.cohort_task.cohort_task`): compute
-each image's content key from the source's identity and modification stamp
-without opening it; reuse its rows and entry from the previous table when
-the key is unchanged, else open it, compute its mask and grid; write the
-batch's part file. Write (client): the images, partitions and skipped
-tables, then the manifest, then the ``current`` link
-(:mod:`zarrdask.table_files`): readers see the previous table until the new
-one is complete.
+Plan (client): expand the inputs (:mod:`zarrdask.grid.inputs`), look up each
+input's image id in the previous table at ``out``, cut the inputs into
+batches (:func:`_cuts`). Per batch (one task on a worker,
+:func:`zarrdask.grid.cohort_task.cohort_task`): compute each image's content
+key from the source's identity and modification stamp without opening it;
+reuse its rows and images-table row from the previous table when the key is
+unchanged, else open it, compute its mask and grid; write the batch's part
+file and its images-table rows. Write: renumber after skipped images and
+merge the images table (worker tasks, :mod:`zarrdask.grid.cohort_images`),
+then the partitions and skipped tables, the manifest and the ``current``
+link (client, :mod:`zarrdask.table_files`): readers see the previous table
+until the new one is complete.
 
-The client holds only per-image summaries (an entry as JSON text, a content
-key); rows stay on the workers and in the part files.
+The client holds per image only its input item, its old image id while
+planning, 32 bytes of content key and the rows' digest runs; entries and
+rows stay on the workers and in the table's files.
 """
 
 from __future__ import annotations
