@@ -50,8 +50,15 @@ __all__ = ["build_cohort"]
 # -- the client: plan, run, write ----------------------------------------------------
 
 def _with_options(item: Any, storage_options: Mapping[str, Any] | None) -> Any:
-    if storage_options and isinstance(item, str) and protocol_of(item) != "file":
+    """A remote item with ``storage_options`` (a spec's own options win)."""
+    if not storage_options:
+        return item
+    if isinstance(item, str) and protocol_of(item) != "file":
         return {"source": item, "storage_options": dict(storage_options)}
+    if isinstance(item, Mapping) and not item.get("storage_options"):
+        source = item.get("source", item.get("filename"))
+        if isinstance(source, str) and protocol_of(source) != "file":
+            return {**item, "storage_options": dict(storage_options)}
     return item
 
 
