@@ -3,7 +3,7 @@ on a 2-worker LocalCluster, incremental rebuilds, reading the table back,
 and ``PatchDataset`` memory over partitioned tables of growing row counts.
 
 Usage: ``python benchmarks/bench_cohort.py [--quick] [--sizes 1000 10000 100000]
-[--rows 1000000 50000000] [--legacy-max 2000]``.
+[--rows 1000000 50000000] [--legacy-max 2000] [--builds-only]``.
 
 Synthetic cohort: a few distinct tiny slides (256², one level) written once;
 the cohort's slides are folders of hard links to their files, so a cohort
