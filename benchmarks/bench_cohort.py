@@ -3,7 +3,7 @@ on a 2-worker LocalCluster, incremental rebuilds, reading the table back,
 and ``PatchDataset`` memory over partitioned tables of growing row counts.
 
 Usage: ``python benchmarks/bench_cohort.py [--quick] [--sizes 1000 10000 100000]
-[--rows 1000000 50000000] [--legacy-max 2000]``.
+[--rows 1000000 50000000] [--legacy-max 2000] [--builds-only]``.
 
 Synthetic cohort: a few distinct tiny slides (256², one level) written once;
 the cohort's slides are folders of hard links to their files, so a cohort
@@ -302,6 +302,9 @@ def summary(records: list[dict]) -> dict:
         "first_batch_s": {r["n"]: round(r["first_batch_s"], 3) for r in reads},
         "first_batch_rss_mb": {r["n"]: round(r["first_batch_rss_mb"], 1) for r in reads},
         "parse_every_entry_s": {r["n"]: round(r["parse_every_entry_s"], 3) for r in reads},
+        "client_peak_rss_mb": {r["n"]: round(r["client_peak_rss_mb"]) for r in builds},
+        "incremental_client_peak_rss_mb": {r["n"]: round(r["client_peak_rss_mb"])
+                                           for r in incs},
         "dataset_main_rss_mb": {r["rows"]: round(r["main_rss_mb"], 1) for r in rss},
         "dataset_worker_peak_rss_mb": {r["rows"]: round(r["worker_peak_rss_mb"], 1) for r in rss},
     }
@@ -321,11 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-task", type=int, default=None)
     parser.add_argument("--legacy-max", type=int, default=2000,
                         help="also time build_table up to this cohort size")
+    parser.add_argument("--builds-only", action="store_true",
+                        help="only the cohort builds (no PatchDataset row-table measurements)")
     args = parser.parse_args(argv)
     sizes = args.sizes or ([250, 500, 1000] if args.quick else [1000, 10000, 100000])
     rows = args.rows or ([1_000_000, 5_000_000] if args.quick else [1_000_000, 50_000_000])
     records = bench_builds(sizes, args.images_per_task, args.legacy_max)
-    records += bench_dataset_rss(rows)
+    if not args.builds_only:
+        records += bench_dataset_rss(rows)
     result = summary(records)
     print("\nsummary")
     for key, value in result.items():

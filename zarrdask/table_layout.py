@@ -223,17 +223,20 @@ def write_layout(folder: str, rows: pa.Table, meta: Mapping[str, Any], *, part_r
                       columns=rows.column_names, table_hash=meta.get("hash"))
 
 
-def write_side_tables(folder: str, table_meta: Mapping[str, Any], images: pd.DataFrame,
+def write_side_tables(folder: str, table_meta: Mapping[str, Any], images: pd.DataFrame | int,
                       skipped: list[Any], partitions: list[dict[str, Any]], *, num_rows: int,
                       columns: list[str], table_hash: str | None) -> None:
     """Write the images, partitions and skipped tables and then the manifest
     of a version whose part files are written (``partitions``: one record
     per part file, in row order; ``table_meta``, ``images`` and ``skipped``
-    as :func:`split_meta` returns them)."""
-    os.makedirs(os.path.join(folder, IMAGES), exist_ok=True)
-    arrow = pa.Table.from_pandas(images, preserve_index=False)
-    for k, start in enumerate(range(0, max(len(images), 1), IMAGES_PER_FILE)):
-        pq.write_table(arrow.slice(start, IMAGES_PER_FILE), images_file(folder, k))
+    as :func:`split_meta` returns them). ``images`` may instead be the
+    number of images when the images files are written already (a cohort
+    build writes them on the workers)."""
+    if not isinstance(images, int):
+        os.makedirs(os.path.join(folder, IMAGES), exist_ok=True)
+        arrow = pa.Table.from_pandas(images, preserve_index=False)
+        for k, start in enumerate(range(0, max(len(images), 1), IMAGES_PER_FILE)):
+            pq.write_table(arrow.slice(start, IMAGES_PER_FILE), images_file(folder, k))
     pq.write_table(pa.Table.from_pandas(pd.DataFrame(
         partitions, columns=["file", "rows", "first_row", "image_min", "image_max"]),
         preserve_index=False), os.path.join(folder, PARTITIONS))
@@ -246,7 +249,7 @@ def write_side_tables(folder: str, table_meta: Mapping[str, Any], images: pd.Dat
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "rows": int(num_rows),
-        "images": len(images),
+        "images": images if isinstance(images, int) else len(images),
         "partitions": len(partitions),
         "skipped": len(skipped),
         "columns": list(columns),

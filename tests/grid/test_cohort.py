@@ -61,6 +61,10 @@ def test_a_cohort_table_has_the_rows_of_build_table(tmp_path, slides, opens):
     assert back.meta["modalities"]["masks"] == ["tissue"] * 5
     ds = zd.PatchDataset(str(out))
     assert ds._folder is not None and len(ds) == len(expected)
+    # the images table has the summary columns the dataset groups layouts by:
+    # constructing it parsed one entry (the one layout's representative)
+    assert set(table.images(["dtype"])["dtype"]) == {"uint8"}
+    assert len(ds._catalog._parsed) == 1 and [lay.count for lay in ds._layouts["images"]] == [5]
 
 
 def test_a_rebuild_opens_only_new_and_changed_images(tmp_path, slides, opens):
@@ -170,3 +174,62 @@ def test_a_worker_killed_mid_build_still_gives_the_same_table(tmp_path):
         assert not thread.is_alive()
     assert done["table"].hash == expected.hash
     assert zd.read_table(out).equals(zd.read_table(expected.path))
+
+
+def test_images_files_merged_on_the_workers_span_batches_and_skips(tmp_path, slides,
+                                                                   monkeypatch):
+    import zarrdask.grid.cohort_images as cohort_images
+    import zarrdask.table_layout as table_layout
+
+    # 3 images per images file, 2 per batch: files straddle batches, and the
+    # skipped first image shifts every batch after it
+    monkeypatch.setattr(cohort_images, "IMAGES_PER_FILE", 3)
+    monkeypatch.setattr(table_layout, "IMAGES_PER_FILE", 3)
+    (slides / "a-broken.zarr").mkdir()
+    out = tmp_path / "cohort.parquet"
+    table = _build(slides, out, on_error="skip")
+    version = out / "current"
+    files = sorted(os.listdir(version / "_images"))
+    assert files == ["images-000000.parquet", "images-000001.parquet"]
+    assert not (version / ".batches").exists()  # batch files removed once merged
+    back = zd.read_table(out)
+    assert [e["image_id"] for e in back.images] == list(range(5))
+    assert [os.path.basename(e["name"]) for e in back.images] == [f"s{i}.zarr" for i in range(5)]
+    good = [p for p in _paths(slides) if "broken" not in p]
+    assert back.frame.equals(zd.build_table(good, patch_size=64, masks="tissue").frame)
+    # a rebuild reads the old rows of these files by image id: all reused
+    again = _build(slides, out, on_error="skip")
+    assert again.manifest["meta"]["build"]["images_reused"] == 5
+    assert again.hash == table.hash
+
+
+def test_a_rebuild_links_the_part_files_of_unchanged_batches(tmp_path, slides):
+    out = tmp_path / "cohort.parquet"
+    _build(slides, out).close()
+    inode = {n: os.stat(out / "current" / n).st_ino
+             for n in ("part-000000.parquet", "part-000001.parquet", "part-000002.parquet")}
+    write_synthetic_slide(slides / "s5.zarr", size=256, chunk=64, levels=1, seed=5)
+    table = _build(slides, out)
+    again = {n: os.stat(out / "current" / n).st_ino for n in inode}
+    assert again["part-000000.parquet"] == inode["part-000000.parquet"]
+    assert again["part-000001.parquet"] == inode["part-000001.parquet"]
+    assert again["part-000002.parquet"] != inode["part-000002.parquet"]  # s4 with the new s5
+    assert table.manifest["meta"]["build"]["images_opened"] == 1
+    expected = zd.build_table(_paths(slides), patch_size=64, masks="tissue")
+    assert zd.read_table(out).frame.equals(expected.frame)
+
+
+def test_new_images_of_a_rebuild_are_spread_over_tasks():
+    from zarrdask.grid.cohort import _cuts
+
+    # a full build: runs of min(256, n / 16)
+    assert _cuts([None] * 1000, None, None) == [(a, min(a + 63, 1000)) for a in range(0, 1000, 63)]
+    # 10,000 unchanged images then 100 new ones: the old runs of 256, the new
+    # ones in tasks of 7
+    cuts = _cuts(list(range(10_000)) + [None] * 100, None, None)
+    assert cuts[:39] == [(a, a + 256) for a in range(0, 9984, 256)]
+    assert cuts[39] == (9984, 10_007) and cuts[-1][1] == 10_100
+    assert max(b - a for a, b in cuts[40:]) == 7
+    # given explicitly: exactly that
+    assert _cuts(list(range(10)) + [None] * 10, 4, None) == [(a, min(a + 4, 20))
+                                                             for a in range(0, 20, 4)]

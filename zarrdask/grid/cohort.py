@@ -1,20 +1,22 @@
 """``build_cohort``: the coordinate table of a whole cohort, built on the
 workers and written as a partitioned folder table, incrementally.
 
-Plan (client): expand the inputs (:mod:`zarrdask.grid.inputs`), cut them
-into batches of ``images_per_task`` images, look up what the previous table
-at ``out`` holds (input item and content key per image). Per batch (one
-task on a worker, :func:`zarrdask.grid.cohort_task.cohort_task`): compute
-each image's content key from the source's identity and modification stamp
-without opening it; reuse its rows and entry from the previous table when
-the key is unchanged, else open it, compute its mask and grid; write the
-batch's part file. Write (client): the images, partitions and skipped
-tables, then the manifest, then the ``current`` link
-(:mod:`zarrdask.table_files`): readers see the previous table until the new
-one is complete.
+Plan (client): expand the inputs (:mod:`zarrdask.grid.inputs`), look up each
+input's image id in the previous table at ``out``, cut the inputs into
+batches (:func:`_cuts`). Per batch (one task on a worker,
+:func:`zarrdask.grid.cohort_task.cohort_task`): compute each image's content
+key from the source's identity and modification stamp without opening it;
+reuse its rows and images-table row from the previous table when the key is
+unchanged, else open it, compute its mask and grid; write the batch's part
+file and its images-table rows. Write: renumber after skipped images and
+merge the images table (worker tasks, :mod:`zarrdask.grid.cohort_images`),
+then the partitions and skipped tables, the manifest and the ``current``
+link (client, :mod:`zarrdask.table_files`): readers see the previous table
+until the new one is complete.
 
-The client holds only per-image summaries (an entry as JSON text, a content
-key); rows stay on the workers and in the part files.
+The client holds per image only its input item, its old image id while
+planning, 32 bytes of content key and the rows' digest runs; entries and
+rows stay on the workers and in the table's files.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ from ..errors import GridParameterError, ZarrdaskError
 from ..io.location import protocol_of
 from ..table import digest_header, runs_digest
 from ..table_files import check_writable, remove_old_versions, write_folder
-from ..table_layout import FolderTable, images_frame, write_side_tables
-from .build import GridWarning, _absolute_item, _tissue_params
+from ..table_layout import FolderTable, write_side_tables
+from .cohort_images import merge_images, merge_plan, remove_batches
 from .cohort_task import cohort_task, empty_rows, item_token, shift_part
 from .graph import run_tasks
+from .image_task import GridWarning
 from .inputs import expand_sources
 from .options import GridOptions
+from .plan import _absolute_item, _tissue_params
 
 __all__ = ["build_cohort"]
 
@@ -46,14 +50,21 @@ __all__ = ["build_cohort"]
 # -- the client: plan, run, write ----------------------------------------------------
 
 def _with_options(item: Any, storage_options: Mapping[str, Any] | None) -> Any:
-    if storage_options and isinstance(item, str) and protocol_of(item) != "file":
+    """A remote item with ``storage_options`` (a spec's own options win)."""
+    if not storage_options:
+        return item
+    if isinstance(item, str) and protocol_of(item) != "file":
         return {"source": item, "storage_options": dict(storage_options)}
+    if isinstance(item, Mapping) and not item.get("storage_options"):
+        source = item.get("source", item.get("filename"))
+        if isinstance(source, str) and protocol_of(source) != "file":
+            return {**item, "storage_options": dict(storage_options)}
     return item
 
 
-def _previous(out: str) -> tuple[FolderTable | None, dict[str, tuple[int, str]]]:
+def _previous(out: str) -> tuple[FolderTable | None, dict[str, int]]:
     """The table at ``out`` (held while the new one is written) and, per
-    input item, its image id and content key there."""
+    input item, its image id there (the tasks compare its content key)."""
     try:
         previous = FolderTable(out) if FolderTable.applies(out) else None
     except ZarrdaskError:
@@ -64,8 +75,41 @@ def _previous(out: str) -> tuple[FolderTable | None, dict[str, tuple[int, str]]]
     if "item" not in pq.read_schema(sorted(
             os.path.join(folder, n) for n in os.listdir(folder))[0]).names:
         return previous, {}
-    frame = pq.read_table(folder, columns=["image_id", "item", "content_key"]).to_pandas()
-    return previous, {item: (int(i), key) for i, item, key in frame.itertuples(index=False)}
+    table = pq.read_table(folder, columns=["image_id", "item"])
+    return previous, dict(zip(table.column("item").to_pylist(),
+                              table.column("image_id").to_pylist(), strict=True))
+
+
+def _cuts(old_ids: list[int | None], images_per_task: int | None,
+          previous: FolderTable | None) -> list[tuple[int, int]]:
+    """The batches: ``(start, stop)`` input positions of each task.
+
+    With ``images_per_task`` given, runs of that many images. By default,
+    up to 256 images per task, fewer for small cohorts so that there are at
+    least 16 tasks (a previous table's task size is kept when close, so
+    unchanged batches keep their part files); new images (not in the
+    previous table) are spread over at least 16 tasks too, so that the
+    1 % new slides of a rebuild do not all land in one task.
+    """
+    n = len(old_ids)
+    if images_per_task is not None:
+        return [(a, min(a + images_per_task, n)) for a in range(0, n, images_per_task)]
+    per_task = min(256, -(-n // 16))
+    before = ((previous.manifest["meta"].get("build") or {}).get("images_per_task")
+              if previous is not None else None)
+    if isinstance(before, int) and per_task // 2 <= before <= 256:
+        per_task = before
+    new = sum(1 for i in old_ids if i is None)
+    new_per_task = max(1, min(per_task, -(-new // 16)))
+    cuts, start, fresh = [], 0, 0
+    for i, old in enumerate(old_ids):
+        fresh += old is None
+        if i + 1 - start >= per_task or fresh >= new_per_task:
+            cuts.append((start, i + 1))
+            start, fresh = i + 1, 0
+    if start < n:
+        cuts.append((start, n))
+    return cuts
 
 
 def build_cohort(
@@ -120,7 +164,8 @@ def build_cohort(
         Run the tasks on this cluster; default: local threads.
     images_per_task : int, optional
         Images per task (and per part file). Default: 256, or fewer for
-        small cohorts so that there are at least 16 tasks.
+        small cohorts so that there are at least 16 tasks; images new since
+        the previous table are spread over at least 16 tasks as well.
     on_error : {"raise", "skip"}
         An image that cannot be opened: raise naming it, or skip it (listed
         in ``meta["skipped"]``).
@@ -152,17 +197,17 @@ def build_cohort(
              for i in expand_sources(images, storage_options=storage_options)]
     if not items:
         raise GridParameterError("images is empty; pass at least one image source")
-    if images_per_task is None:
-        images_per_task = min(256, -(-len(items) // 16))
     out = os.path.abspath(os.fspath(out))
     check_writable(out)
     previous, known = _previous(out)
-    info = None if previous is None else {"version": previous.version}
-    batches = []
-    for part, start in enumerate(range(0, len(items), images_per_task)):
-        batch = [(i, items[i], known.get(item_token(items[i])))
-                 for i in range(start, min(start + images_per_task, len(items)))]
-        batches.append((part, batch, start))
+    info = None if previous is None else {"version": previous.version,
+                                          "columns": previous.manifest.get("columns")}
+    old_ids = [known.get(item_token(item)) for item in items]
+    del known
+    batches = [(part, [(i, items[i], old_ids[i]) for i in range(start, stop)], start)
+               for part, (start, stop) in enumerate(
+                   _cuts(old_ids, images_per_task, previous))]
+    del old_ids
     result: dict[str, Any] = {}
 
     def write(folder: str) -> None:
@@ -171,8 +216,9 @@ def build_cohort(
                                                        on_error, dask_key_name=f"cohort-{tag}-{part}")
                  for part, batch, start in batches]
         summaries = run_tasks(tasks, client=client, progress=progress)
+        del tasks
         _renumber(folder, summaries, client=client)
-        result.update(_finish(folder, summaries, opts, previous, items))
+        result.update(_finish(folder, summaries, opts, previous, len(items)))
 
     try:
         write_folder(out, write, overwrite=True)
@@ -186,39 +232,42 @@ def build_cohort(
 
 
 def _renumber(folder: str, summaries: list[dict[str, Any]], *, client: Any) -> None:
-    """Make image ids dense after skipped images: batches after a skip are
-    renumbered (their part files rewritten, on the workers)."""
+    """Make image ids dense after skipped images: the part files of batches
+    after a skip are renumbered, and the images table is merged from the
+    batch files with the same shifts (on the workers)."""
     import dask
 
     offset, shifts = 0, []
     for s in summaries:
-        delta = offset - s["first_id"]
-        if delta:
-            shifts.append((s, delta))
-            for record in s["records"]:
-                record["image_id"] += delta
-                entry = json.loads(record["entry"])
-                entry["image_id"] = record["image_id"]
-                record["entry"] = json.dumps(entry, separators=(",", ":"))
+        s["delta"] = offset - s["first_id"]
+        if s["delta"]:
+            shifts.append(s)
             for key in ("image_min", "image_max"):
                 if s["part"][key] >= 0:
-                    s["part"][key] += delta
+                    s["part"][key] += s["delta"]
         offset += s["count"]
-    if shifts:
-        tasks = [dask.delayed(shift_part, pure=False)(folder, s["part"]["file"], delta)
-                 for s, delta in shifts]
-        for (s, _), runs in zip(shifts, run_tasks(tasks, client=client, progress=False),
-                                strict=True):
-            s["runs"] = runs
+    tag = hashlib.sha256(folder.encode()).hexdigest()[:16]
+    tasks = [dask.delayed(shift_part, pure=False)(folder, s["part"]["file"], s["delta"],
+                                                  dask_key_name=f"shift-{tag}-{n}")
+             for n, s in enumerate(shifts)]
+    plan = merge_plan([s["count"] for s in summaries], [s["delta"] for s in summaries])
+    tasks += [dask.delayed(merge_images, pure=False)(folder, k, parts, lo, hi,
+                                                     dask_key_name=f"images-{tag}-{k}")
+              for k, parts, lo, hi in plan]
+    done = run_tasks(tasks, client=client, progress=False)
+    for s, runs in zip(shifts, done, strict=False):
+        s["runs"] = runs
+    remove_batches(folder)
 
 
 def _finish(folder: str, summaries: list[dict[str, Any]], opts: GridOptions,
-            previous: FolderTable | None, items: list[Any]) -> dict[str, Any]:
-    """Check the grids agree, then write the side tables and the manifest."""
-    records = [r for s in summaries for r in s["records"]]
+            previous: FolderTable | None, n_items: int) -> dict[str, Any]:
+    """Check the grids agree, then write the partitions and skipped tables
+    and the manifest (the part files and the images table are written)."""
     skipped = [k for s in summaries for k in s["skipped"]]
-    if not records:
-        raise GridParameterError(f"none of the {len(items)} image(s) could be opened: "
+    n_images = sum(s["count"] for s in summaries)
+    if not n_images:
+        raise GridParameterError(f"none of the {n_items} image(s) could be opened: "
                                  f"{skipped[:5]}")
     grids = {g for s in summaries for g in s["grids"]}
     if grids and previous is not None and any(s["reused"] for s in summaries):
@@ -243,8 +292,10 @@ def _finish(folder: str, summaries: list[dict[str, Any]], opts: GridOptions,
     rows_hash = runs_digest(digest_header(template, num_rows=first_row),
                             [s["runs"] for s in summaries])
     keys = hashlib.sha256(opts.key().encode())
-    for record in records:
-        keys.update(f"|{record['content_key']}".encode())
+    for s in summaries:
+        blob = s["keys"]
+        for start in range(0, len(blob), 32):
+            keys.update(f"|{blob[start:start + 32].hex()}".encode())
     for skip in skipped:
         keys.update(f"|skipped:{skip['source']}".encode())
     inputs_hash = keys.hexdigest()
@@ -266,8 +317,7 @@ def _finish(folder: str, summaries: list[dict[str, Any]], opts: GridOptions,
         "built_rows_hash": rows_hash,
         "hash": table_hash,
         "build": {"images_opened": opened, "images_reused": reused, "skipped": len(skipped),
-                  "images_per_task": max(len(s["records"]) + len(s["skipped"])
-                                         for s in summaries)},
+                  "images_per_task": max(s["count"] + len(s["skipped"]) for s in summaries)},
     }
     if opts.mask_mpp is not None:
         table_meta["mask_mpp"] = {"asked": opts.mask_mpp}
@@ -279,7 +329,6 @@ def _finish(folder: str, summaries: list[dict[str, Any]], opts: GridOptions,
             table_meta["physical"] = {"patch_size": jsonable(opts.patch_size),
                                       "stride": jsonable(opts.stride),
                                       "pad": jsonable(opts.pad), "mpp": opts.mpp}
-    images = images_frame({k: [r[k] for r in records] for k in records[0]})
-    write_side_tables(folder, table_meta, images, skipped, parts, num_rows=first_row,
+    write_side_tables(folder, table_meta, n_images, skipped, parts, num_rows=first_row,
                       columns=columns, table_hash=table_hash)
     return {"warnings": [n for s in summaries for n in s["warnings"]]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -23,13 +24,10 @@ from ..errors import GridParameterError, ZarrdaskError
 from ..io.location import get_filesystem, protocol_of, redact_options
 from ..io.recipe import open_facts
 from ..table import _DTYPES, position_columns, row_runs, source_entry
-from ..table_layout import (
-    PARTITIONS,
-    _read_images,
-    image_row,
-)
-from .build import GridWarning, image_rows, image_spec, image_work
+from ..table_layout import PARTITIONS, image_row
+from .cohort_images import read_images_rows, write_atomic, write_batch_images
 from .graph import assemble
+from .image_task import GridWarning, image_rows, image_spec, image_work
 from .options import GridOptions
 from .sources import _stat_stamp, _walk_stamp, digest, item_name, open_item
 
@@ -37,6 +35,7 @@ __all__ = ["cohort_task", "content_key", "item_token", "shift_part", "empty_rows
 
 _MASKS = "modality.masks"
 _LABELS = "modality.labels"
+_NOTES = 5  # warnings a task returns (the client shows the first few)
 
 
 def item_token(item: Any) -> str:
@@ -114,30 +113,59 @@ def _compute_image(index: int, item: Any, opts: GridOptions, image_id: int
     return entry, frame, spec.to_dict(), None if work is None else work.mask_mpp
 
 
-def _reused(previous: Mapping[str, Any] | None, old_ids: list[int]
-            ) -> tuple[dict[int, pd.Series], dict[int, pd.DataFrame]]:
-    """Images-table rows and patch rows of ``old_ids`` in the previous table."""
-    if previous is None or not old_ids:
-        return {}, {}
-    version = previous["version"]
-    ids = np.asarray(sorted(old_ids), dtype=np.int64)
-    images = _read_images(version, ids)
-    parts = pq.read_table(os.path.join(version, PARTITIONS)).to_pandas()
+def _old_parts(previous: Mapping[str, Any]) -> pd.DataFrame:
+    return pq.read_table(os.path.join(previous["version"], PARTITIONS)).to_pandas()
+
+
+def _old_rows(previous: Mapping[str, Any], parts: pd.DataFrame, ids: np.ndarray
+              ) -> pd.DataFrame | None:
+    """The patch rows of the images ``ids`` (sorted) in the previous table,
+    in its order (whole images: their part files, filtered)."""
+    if not len(ids):
+        return None
+    lo, hi = int(ids[0]), int(ids[-1])
     frames = []
-    for _, part in parts.iterrows():
-        if part["rows"] and np.any((ids >= part["image_min"]) & (ids <= part["image_max"])):
-            frame = pq.read_table(os.path.join(version, part["file"]),
+    for part in parts.itertuples(index=False):
+        if part.rows and part.image_max >= lo and part.image_min <= hi:
+            frame = pq.read_table(os.path.join(previous["version"], part.file),
                                   filters=[("image_id", "in", ids.tolist())]).to_pandas()
             frames.append(frame)
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"image_id": []})
-    by_id = {int(k): g for k, g in rows.groupby("image_id", sort=False)}
-    return ({int(r["image_id"]): r for _, r in images.iterrows()}, by_id)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _linkable(parts: pd.DataFrame, first: int, last: int) -> str | None:
+    """The previous table's part file holding exactly the rows of images
+    ``first..last`` (and no other), if there is one."""
+    hit = parts[(parts["rows"] > 0) & (parts["image_max"] >= first) & (parts["image_min"] <= last)]
+    if len(hit) == 1 and hit["image_min"].iloc[0] >= first and hit["image_max"].iloc[0] <= last:
+        return str(hit["file"].iloc[0])
+    return None
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _reused_record(row: dict[str, Any], image_id: int) -> dict[str, Any]:
+    """A previous images-table row under its new image id."""
+    record = dict(row)
+    if int(record["image_id"]) != image_id:
+        entry = json.loads(record["entry"])
+        entry["image_id"] = image_id
+        record["entry"] = json.dumps(entry, separators=(",", ":"))
+        record["image_id"] = image_id
+    return record
 
 
 def cohort_task(folder: str, part: int, batch: list[tuple[int, Any, Any]], opts: GridOptions,
                 first_id: int, previous: Mapping[str, Any] | None, on_error: str
                 ) -> dict[str, Any]:
-    """Compute (or reuse) the rows of one batch of images and write its part file.
+    """Compute (or reuse) the rows of one batch of images; write its part
+    file and its images-table rows (a batch file,
+    :mod:`zarrdask.grid.cohort_images`).
 
     Parameters
     ----------
@@ -146,86 +174,101 @@ def cohort_task(folder: str, part: int, batch: list[tuple[int, Any, Any]], opts:
     part : int
         Index of the part file.
     batch : list of (index, item, previous)
-        Input position, item, and ``(old image_id, old content key)`` in the
-        previous table or None.
+        Input position, item, and the item's image id in the previous table
+        (None: not in it); its rows are reused when its content key there
+        is the one computed now.
     opts : GridOptions
     first_id : int
         ``image_id`` of the batch's first image (its input position).
     previous : mapping or None
-        ``{"version": folder}`` of the previous table.
+        ``{"version": folder, "columns": [...]}`` of the previous table.
     on_error : {"raise", "skip"}
 
     Returns
     -------
     dict
-        Summary: part record, images-table rows, skipped images, the rows'
-        digest runs, counts of opened and reused images, warnings.
+        Summary (small, whatever the batch holds): part record, skipped
+        images, the rows' digest runs, the content keys (32 bytes per
+        image), counts of images opened and reused, the first warnings.
     """
-    rows_out, records, skipped, notes = [], [], [], []
-    opened = reused = 0
-    keys = {}
     options_key = opts.key()
+    keys: dict[int, Any] = {}
     for index, item, _old in batch:
         try:
             keys[index] = content_key(item, options_key)
         except (ZarrdaskError, OSError) as exc:
             keys[index] = exc
-    wanted = [old[0] for index, _item, old in batch
-              if old is not None and not isinstance(keys[index], BaseException)
-              and old[1] == keys[index]]
-    old_images, old_rows = _reused(previous, wanted)
+    candidates = {index: old for index, _item, old in batch
+                  if old is not None and not isinstance(keys[index], BaseException)}
+    old_images = read_images_rows(previous["version"], list(candidates.values())) if (
+        candidates) else {}
+    reuse = {index: old for index, old in candidates.items()
+             if old in old_images and old_images[old]["content_key"] == keys[index]}
+    parts = _old_parts(previous) if reuse else None
+    name = f"part-{part:06d}.parquet"
+    target = os.path.join(folder, name)
+    linked = None
+    if len(reuse) == len(batch) and all(
+            old == first_id + n for n, old in enumerate(reuse[i] for i, _, _ in batch)):
+        # every image unchanged and in its old place: its old part file, as it is
+        linked = _linkable(parts, first_id, first_id + len(batch) - 1)
+    records, frames, skipped, notes, grids = [], [], [], [], set()
+    moved: dict[int, int] = {}  # old image id -> new, of the reused images
+    opened = 0
     next_id = first_id
-    grids: set[str] = set()
-    for index, item, old in batch:
+    for index, item, _old in batch:
         key = keys[index]
         try:
             if isinstance(key, BaseException):
                 raise key
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", GridWarning)
-                if old is not None and old[0] in old_images and old[1] == key:
-                    row = old_images[old[0]]
-                    entry = json.loads(row["entry"])
-                    frame = old_rows.get(old[0])
-                    if frame is None:  # an image without patches
-                        frame = empty_rows(entry_grid_dims(entry))
-                    frame = frame.assign(image_id=np.int32(next_id))
-                    masks, mask_mpp, grid_dict = row.get(_MASKS), row.get("mask_mpp"), None
-                    reused += 1
+                if index in reuse:
+                    record = _reused_record(old_images[reuse[index]], next_id)
+                    moved[reuse[index]] = next_id
                 else:
                     entry, frame, grid_dict, mask_mpp = _new_image(index, item, opts, next_id)
-                    masks = None if opts.masks is None else json.dumps(opts.masks)
                     opened += 1
+                    entry["content_key"] = key
+                    entry["item"] = item_token(item)
+                    record = image_row(entry)
+                    record[_LABELS] = None
+                    record[_MASKS] = None if opts.masks is None else json.dumps(opts.masks)
+                    record["mask_mpp"] = None if _value(mask_mpp) is None else float(mask_mpp)
+                    record["item"] = entry["item"]
+                    frames.append(frame)
+                    if grid_dict is not None:
+                        grids.add(json.dumps(grid_dict, sort_keys=True))
             notes += [str(w.message) for w in caught]
         except ZarrdaskError as exc:
             if on_error == "raise":
                 raise type(exc)(f"image {index} ({item_name(item)}): {exc}") from exc
             skipped.append({"index": index, "source": item_name(item), "error": str(exc)})
             continue
-        entry["image_id"] = next_id
-        entry["content_key"] = key
-        entry["item"] = item_token(item)
-        record = image_row(entry)
-        record[_LABELS] = None
-        record[_MASKS] = _value(masks)
-        record["mask_mpp"] = None if _value(mask_mpp) is None else float(mask_mpp)
-        record["item"] = entry["item"]
         records.append(record)
-        rows_out.append(frame)
-        if grid_dict is not None:
-            grids.add(json.dumps(grid_dict, sort_keys=True))
         next_id += 1
-    name = f"part-{part:06d}.parquet"
-    frame = _part_frame(rows_out)
-    _write_atomic(frame, os.path.join(folder, name))
+    if linked is not None and len(moved) == len(batch):
+        _link_or_copy(os.path.join(previous["version"], linked), target)
+        frame = pq.read_table(target).to_pandas()
+    else:
+        old = np.asarray(sorted(moved), dtype=np.int64)
+        rows = _old_rows(previous, parts, old) if len(old) else None
+        if rows is not None:
+            new = np.asarray([moved[i] for i in old.tolist()], dtype=np.int64)
+            position = np.searchsorted(old, rows["image_id"].to_numpy(dtype=np.int64))
+            frames.append(rows.assign(image_id=new[position].astype(np.int32)))
+        frame = _part_frame(frames, previous)
+        write_atomic(pa.Table.from_pandas(frame, preserve_index=False), target)
+    write_batch_images(folder, part, records, masks=opts.masks is not None)
     ids = frame["image_id"].to_numpy()
     return {"part": {"file": name, "rows": len(frame), "first_row": 0,
                      "image_min": int(ids.min()) if len(ids) else -1,
                      "image_max": int(ids.max()) if len(ids) else -1},
-            "records": records, "skipped": skipped, "runs": row_runs(frame),
+            "skipped": skipped, "runs": row_runs(frame),
+            "keys": b"".join(bytes.fromhex(r["content_key"]) for r in records),
             "first_id": first_id, "count": next_id - first_id, "opened": opened,
-            "reused": reused, "warnings": notes, "grids": sorted(grids),
-            "columns": list(frame.columns)}
+            "reused": len(moved), "warnings": notes[:_NOTES], "warned": len(notes),
+            "grids": sorted(grids), "columns": list(frame.columns)}
 
 
 def _value(value: Any) -> Any:
@@ -235,23 +278,19 @@ def _value(value: Any) -> Any:
     return value
 
 
-def entry_grid_dims(entry: Mapping[str, Any]) -> list[str]:
-    """The spatial dims of an image entry (for an empty frame)."""
-    return [d for d in ("z", "y", "x") if d in (entry.get("dims") or [])]
-
-
-def _part_frame(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f.columns)]
-    frame = pd.concat(frames, ignore_index=True) if frames else empty_rows(["y", "x"])
-    return frame.astype({c: t for c, t in _DTYPES.items() if c in frame.columns})
-
-
-def _write_atomic(frame: pd.DataFrame, path: str) -> None:
-    """Write a part file under a temporary name and rename it: a task run
-    twice (a worker lost mid-build) leaves one whole file."""
-    tmp = f"{path}.tmp-{os.getpid()}-{id(frame)}"
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-    os.replace(tmp, path)
+def _part_frame(frames: list[pd.DataFrame], previous: Mapping[str, Any] | None) -> pd.DataFrame:
+    """One batch's rows in image order (each image's rows in their order)."""
+    if not any(len(f) for f in frames):
+        columns = list(frames[0].columns) if frames else (previous or {}).get("columns") or [
+            "image_id", "y", "x", "chunk_id", "coverage"]
+        return pd.DataFrame({c: np.zeros(0, dtype=_DTYPES.get(c, np.float64)) for c in columns})
+    frames = [f for f in frames if len(f)]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame.astype({c: t for c, t in _DTYPES.items() if c in frame.columns})
+    order = np.argsort(frame["image_id"].to_numpy(), kind="stable")
+    if np.any(np.diff(order) != 1):
+        frame = frame.iloc[order].reset_index(drop=True)
+    return frame
 
 
 def shift_part(folder: str, name: str, delta: int) -> dict[str, Any]:
@@ -260,5 +299,5 @@ def shift_part(folder: str, name: str, delta: int) -> dict[str, Any]:
     path = os.path.join(folder, name)
     frame = pq.read_table(path).to_pandas()
     frame["image_id"] = (frame["image_id"].astype(np.int64) + delta).astype(np.int32)
-    _write_atomic(frame, path)
+    write_atomic(pa.Table.from_pandas(frame, preserve_index=False), path)
     return row_runs(frame)

@@ -84,11 +84,28 @@ def _stat_stamp(path: str) -> list:
 
 
 def _walk_stamp(folder: str) -> list:
+    """``[folder, file count, total size, newest mtime (ns)]`` of the files
+    under ``folder`` (what ``os.walk`` lists: symbolic links to folders are
+    not followed, to files are; unreadable entries are left out), with one
+    ``scandir`` per folder and the entries' own ``stat``."""
     count, total, newest = 0, 0, 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
             try:
-                st = os.stat(os.path.join(root, name))
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not entry.is_symlink():
+                    stack.append(entry.path)
+                continue
+            try:
+                st = entry.stat()
             except OSError:
                 continue
             count += 1
