@@ -149,7 +149,7 @@ def catalog_of(table: Any, folder: Any = None, path_map: Mapping[str, str] | Non
     entries in memory."""
     if folder is None:
         return EagerCatalog(modality_entries(table))
-    from ..table import PathRemap
+    from ..table_paths import PathRemap
 
     remap = PathRemap(path_map) if path_map else None
     catalog = FolderCatalog(folder, remap=remap)
