@@ -33,7 +33,8 @@ from .table_files import hold_current
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "IMAGES", "PARTITIONS", "SKIPPED",
            "is_layout", "write_layout", "read_layout", "split_meta", "join_meta",
            "partition_cuts", "FolderTable", "image_row", "images_frame", "write_side_tables",
-           "entry_column", "per_image_modalities", "read_images_file", "read_image_summaries"]
+           "entry_column", "per_image_modalities", "read_images_file", "read_image_summaries",
+           "images_table"]
 
 FORMAT = "zarrdask-table"
 FORMAT_VERSION = 2
@@ -290,7 +291,7 @@ def _read_images(folder: str, image_ids: np.ndarray | None = None) -> pd.DataFra
     """The images table (or the rows of ``image_ids`` only, reading only
     the files that hold them)."""
     if image_ids is None:
-        return pq.read_table(os.path.join(folder, IMAGES)).to_pandas()
+        return images_table(folder).to_pandas()
     ids = np.unique(np.asarray(image_ids, dtype=np.int64))
     frames = []
     for k in np.unique(ids // IMAGES_PER_FILE):
@@ -323,20 +324,29 @@ def _read_file(path: str, columns: list[str] | None = None) -> pa.Table:
 def read_images_file(folder: str, k: int, columns: list[str]) -> dict[str, list[Any]]:
     """Columns of file ``k`` of the images table of the version ``folder``,
     as lists (a column the file lacks is all None)."""
-    names = pq.read_schema(images_file(folder, k)).names
-    table = _read_file(images_file(folder, k), [c for c in columns if c in names])
+    file = pq.ParquetFile(images_file(folder, k))
+    table = file.read(columns=[c for c in columns if c in file.schema_arrow.names])
     return {c: table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows
             for c in columns}
+
+
+def images_table(folder: str, columns: list[str] | None = None) -> pa.Table:
+    """The images table of the version ``folder`` (or these ``columns``),
+    file by file; files whose column types differ (an all-null column is
+    of Arrow's null type) are read as one table."""
+    names = sorted(f for f in os.listdir(os.path.join(folder, IMAGES))
+                   if f.endswith(".parquet") and not f.startswith((".", "_")))
+    tables = [_read_file(os.path.join(folder, IMAGES, f), columns) for f in names]
+    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
 
 def read_image_summaries(folder: str, columns: list[str]) -> pa.Table | None:
     """Columns of the whole images table (a pyarrow table), or None when it
     lacks one of them (a table written by an older zarrdask)."""
-    files = sorted(os.listdir(os.path.join(folder, IMAGES)))
-    paths = [os.path.join(folder, IMAGES, f) for f in files if f.endswith(".parquet")]
-    if not paths or any(c not in pq.read_schema(paths[0]).names for c in columns):
+    first = images_file(folder, 0)
+    if not os.path.exists(first) or any(c not in pq.read_schema(first).names for c in columns):
         return None
-    return pa.concat_tables([_read_file(p, columns) for p in paths], promote_options="default")
+    return images_table(folder, columns)
 
 
 def _skipped(folder: str, manifest: Mapping[str, Any]) -> list[Any]:
@@ -429,10 +439,8 @@ class FolderTable:
         columns : list of str, optional
             Only these columns.
         """
-        files = sorted(f for f in os.listdir(os.path.join(self.version, IMAGES))
-                       if f.endswith(".parquet"))
-        tables = [_read_file(os.path.join(self.version, IMAGES, f), columns) for f in files]
-        return pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame()
+        table = images_table(self.version, columns)
+        return table.to_pandas() if table.num_columns else pd.DataFrame()
 
     @property
     def meta(self) -> dict[str, Any]:

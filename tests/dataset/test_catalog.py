@@ -68,6 +68,7 @@ def test_construction_parses_one_entry_per_layout_and_reading_only_what_it_reads
     catalog = ds._catalog
     assert [lay.count for lay in ds._layouts["images"]] == [N_IMAGES]
     assert len(catalog._parsed) == 1  # the representative of the one layout
+    assert "masks" not in ds._layouts._found  # not read, not chosen from: not looked at
     loader = torch.utils.data.DataLoader(ds, batch_size=16)
     batch = next(iter(loader))
     assert batch["images"].shape == (16, 3, 64, 64)

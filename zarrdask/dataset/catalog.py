@@ -34,8 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..io.location import protocol_of
+from ..table_layout import (
+    entry_column,
+    per_image_modalities,
+    read_image_summaries,
+    read_images_file,
+)
 
-__all__ = ["Layout", "PerImage", "ImageCatalog", "EagerCatalog", "FolderCatalog", "entry_kind",
+__all__ = ["Layout", "LayoutsByModality", "PerImage", "ImageCatalog", "EagerCatalog", "FolderCatalog", "entry_kind",
            "layout_key"]
 
 #: Parsed entries (and per-image sources) a folder catalog keeps per process.
@@ -221,6 +227,9 @@ class ImageCatalog:
 
     n: int
     names: list[str]
+    #: per-image values (entries, sources, geometries) a process keeps;
+    #: None: all of them (the entries are in memory anyway)
+    keep: int | None = None
 
     def entry(self, modality: str, index: int) -> Any:
         """The entry of ``modality`` for image ``index`` (None when absent)."""
@@ -248,6 +257,30 @@ class ImageCatalog:
                 image_scale = image.get("scale") or {} if isinstance(image, Mapping) else {}
             keys.append(layout_key(self.entry(modality, i), grid_dims, image_scale))
         return keys
+
+
+class LayoutsByModality(Mapping):
+    """``{modality: its layouts}`` (:meth:`ImageCatalog.layouts`), each
+    found when first asked for: finding the layouts of a modality of
+    per-image arrays in a table without summary columns parses its entries,
+    worth doing only for the modalities that are read or chosen from."""
+
+    def __init__(self, catalog: ImageCatalog, grid_dims: Sequence[str]) -> None:
+        self.catalog, self.grid_dims = catalog, list(grid_dims)
+        self._found: dict[str, list[Layout]] = {}
+
+    def __getitem__(self, modality: str) -> list[Layout]:
+        if modality not in self.catalog.names:
+            raise KeyError(modality)
+        if modality not in self._found:
+            self._found[modality] = self.catalog.layouts(modality, self.grid_dims)
+        return self._found[modality]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.catalog.names)
+
+    def __len__(self) -> int:
+        return len(self.catalog.names)
 
 
 class _EntryOf:
@@ -302,8 +335,6 @@ class FolderCatalog(ImageCatalog):
 
     def __init__(self, folder: Any, *, remap: Callable[[Any], Any] | None = None,
                  keep: int = KEEP_IMAGES) -> None:
-        from ..table_layout import per_image_modalities
-
         self.folder = folder
         self.remap = remap
         self.keep = keep
@@ -329,20 +360,13 @@ class FolderCatalog(ImageCatalog):
         self.__dict__.update(state)
         self._init_caches()
 
-    def _column_name(self, modality: str) -> str:
-        from ..table_layout import entry_column
-
-        return entry_column(modality)
-
     def _texts(self, k: int) -> dict[str, list[Any]]:
         """The entry texts of images file ``k`` (the last two files are kept)."""
-        from ..table_layout import read_images_file
-
         with self._lock:
             if k in self._files:
                 self._files.move_to_end(k)
                 return self._files[k]
-        columns = [self._column_name(m) for m in self.names if m not in self.constants]
+        columns = [entry_column(m) for m in self.names if m not in self.constants]
         texts = read_images_file(self.folder.version, k, columns)
         with self._lock:
             self._files[k] = texts
@@ -361,7 +385,7 @@ class FolderCatalog(ImageCatalog):
                 self._parsed.move_to_end(key)
                 return self._parsed[key]
         k, row = divmod(int(index), self._per_file)
-        text = self._texts(k)[self._column_name(modality)][row]
+        text = self._texts(k)[entry_column(modality)][row]
         value = None if text is None else json.loads(text)
         if self.remap is not None and value is not None:
             value = self.remap(value)
@@ -372,8 +396,6 @@ class FolderCatalog(ImageCatalog):
         return value
 
     def layouts(self, modality: str, grid_dims: Sequence[str]) -> list[Layout]:
-        from ..table_layout import read_image_summaries
-
         if modality in self.constants:
             return _layouts([(entry_kind(self.constants[modality]),)], [(0, self.n)])
         if modality == "images":
@@ -382,7 +404,7 @@ class FolderCatalog(ImageCatalog):
             if table is None:  # written before these columns: parse every entry
                 return _layouts(self._keys(modality, grid_dims))
             return _image_layouts(table, grid_dims)
-        column = self._column_name(modality)
+        column = entry_column(modality)
         table = read_image_summaries(self.folder.version, [column])
         if table is None:
             return _layouts([("none",)], [(0, self.n)])

@@ -33,7 +33,7 @@ from .boxes import (
     PAD_MODES,
     Geometry,
 )
-from .catalog import KEEP_IMAGES, ImageCatalog, Layout, PerImage, entry_kind
+from .catalog import ImageCatalog, Layout, LayoutsByModality, PerImage, entry_kind
 from .columns import RowColumns
 from .epochs import EpochCounter
 from .iteration import EpochIteration, _torch_distributed  # noqa: F401  (compat imports it here)
@@ -249,7 +249,7 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         self._whole.check(n_images, self._where)
         self._num_rows = len(frame) if self._folder is None else len(self._folder)
         self._entries = {m: self._catalog.entries(m) for m in self._catalog.names}
-        self._layouts = {m: self._catalog.layouts(m, self._dims) for m in self._catalog.names}
+        self._layouts = LayoutsByModality(self._catalog, self._dims)
         self.modalities = choose_modalities(self._catalog, self._layouts, modalities,
                                             where=self._where)
         self._columns = RowColumns(frame, columns, [*self.modalities, "position", "image_id"],
@@ -258,7 +258,7 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         self._sources = make_sources(self._catalog, self.modalities, sources,
                                      self.storage_options, where=self._where,
                                      table_sources=table.sources if self._folder is None else None)
-        keep = KEEP_IMAGES if self._folder is not None else None
+        keep = self._catalog.keep
         self._image_geo = PerImage(n_images, _GeometryOf(self._catalog, "images", self._dims,
                                                          self._where), keep=keep)
         self._geometry = {
@@ -314,7 +314,7 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
         for m in self.modalities:
             if m in skip:
                 continue
-            dtypes, shapes, names = [], [], []
+            dtypes, shapes, names, indices = [], [], [], []
             for lay in self._arrays(m):
                 i = lay.index
                 geo, src = self._geometry[m][i], self._sources[m][i]
@@ -325,9 +325,10 @@ class PatchDataset(PatchReader, EpochIteration, torch.utils.data.IterableDataset
                 shapes.append(tuple(int(size.get(d, 1)) for d in out_dims))
                 more = f" and {lay.count - 1} more like it" if lay.count > 1 else ""
                 names.append(f"{self._catalog.image_name(i)}{more}")
+                indices.append(i)
             if dtypes:
                 check_uniform_patches(m, dtypes, shapes, self._output_dims.get(m), names,
-                                      where=self._where, indices=[lay.index for lay in self._arrays(m)])
+                                      where=self._where, indices=indices)
 
     # -- public API -------------------------------------------------------------------
     @property

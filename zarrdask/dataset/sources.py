@@ -23,7 +23,6 @@ import numpy as np
 from ..errors import DatasetError, TableError
 from ..io.recipe import ArrayRecipe, recipe_of
 from .catalog import (
-    KEEP_IMAGES,
     EagerCatalog,
     FolderCatalog,
     ImageCatalog,
@@ -184,11 +183,10 @@ def make_sources(catalog: ImageCatalog, modalities: Sequence[str], sources: Any,
                 f"sources for {name!r} has {len(objs)} entries but {where} lists {n} "
                 "images; pass one per image (None where the table can reopen it)"
             )
-    keep = KEEP_IMAGES if isinstance(catalog, FolderCatalog) else None
     objs_of = {name: objs for name, objs in given.items()
                if objs is not None and any(o is not None for o in objs)}
     return {name: PerImage(n, _SourceBuilder(catalog, name, objs_of.get(name), storage_options,
-                                             where), keep=keep)
+                                             where), keep=catalog.keep)
             for name in modalities}
 
 
